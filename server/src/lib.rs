@@ -1,1 +1,21 @@
-//! server
+//! `landworld-server`: the world simulation, the HTTP/WebSocket API and storage, as a library;
+//! `main.rs` is a thin CLI over it.
+//!
+//! - [`config`]: flags, environment and `landworld.toml`.
+//! - [`app`]: [`app::Application`] builds and runs everything.
+//! - [`world`]: the Bevy ECS simulation on its own thread.
+//! - [`api`]: axum routes and WebSockets.
+//! - [`store`]: sqlx over SQLite or PostgreSQL.
+//! - [`auth`]: passwords and tokens. [`telemetry`]: logs and metrics.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod store;
+pub mod telemetry;
+pub mod world;
+
+pub use app::Application;
+pub use config::Config;

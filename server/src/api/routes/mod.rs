@@ -1,0 +1,6 @@
+//! REST handlers, one file per area.
+
+pub mod auth;
+pub mod health;
+pub mod lands;
+pub mod stats;

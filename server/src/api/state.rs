@@ -1,0 +1,27 @@
+//! Shared state of the HTTP layer: the database, token keys, the world handle and settings.
+
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::TokenKeys;
+use crate::config::Config;
+use crate::store::Db;
+use crate::world::WorldHandle;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub keys: TokenKeys,
+    pub world: WorldHandle,
+    pub config: Arc<Config>,
+    pub metrics: PrometheusHandle,
+    /// Cancelled when the server starts shutting down (connections close with 1001).
+    pub shutdown: CancellationToken,
+    /// Tracks WebSocket connection tasks so shutdown can wait for them.
+    pub connections: TaskTracker,
+    /// Serializes land edits so overlap checks and writes do not race.
+    pub land_lock: Arc<tokio::sync::Mutex<()>>,
+}

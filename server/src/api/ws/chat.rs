@@ -1,0 +1,283 @@
+//! The chat WebSocket, `GET /api/v1/ws/connect?token=…` (SPEC §4): its world half — connect,
+//! movement, radius, status, ping — with `error` frames for bad input and the close codes of
+//! SPEC §10 (4001 auth, 1009 too big, 4008 rate limited / slow consumer, 1001 shutdown).
+//!
+//! Each connection is two halves: a writer task that owns the socket's sink and drains the
+//! connection's bounded queue (batching frames into one flush), and the reader loop below. The
+//! world and the reader both queue frames through the same [`ConnHandle`], so frames keep their
+//! order; closing is requested through the connection's [`ConnControl`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use landworld_shared::limits::{self, MAX_FRAME_BYTES, close_code};
+use landworld_shared::protocol::ws::{ClientFrame, ServerFrame, Status, error_code, parse_client_frame};
+use landworld_shared::world::TilePos;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::limits::{Strikes, TokenBucket};
+use crate::api::error::ApiError;
+use crate::api::extract::ApiQuery;
+use crate::api::state::AppState;
+use crate::store::{ms_to_rfc3339, now_ms};
+use crate::world::WorldCommand;
+use crate::world::conn::{ConnControl, ConnHandle, OutFrame};
+
+/// Frames written per flush at most.
+const WRITE_BATCH: usize = 64;
+/// All frames: rate and burst per connection.
+const FRAME_RATE: u32 = 100;
+const FRAME_BURST: u32 = 200;
+/// Refusals within [`STRIKE_WINDOW`] that count as sustained abuse.
+const STRIKE_LIMIT: u32 = 100;
+const STRIKE_WINDOW: Duration = Duration::from_secs(10);
+
+pub async fn connect(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<HashMap<String, String>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if !super::origin_allowed(&headers, &state.config.allowed_origins) {
+        return ApiError::Forbidden("origin not allowed".into()).into_response();
+    }
+    let ws = ws.max_message_size(MAX_FRAME_BYTES).max_frame_size(MAX_FRAME_BYTES);
+    let claims = params.get("token").and_then(|t| state.keys.verify(t).ok());
+    let user = match claims {
+        Some(c) => match state.db.user_by_id(c.sub).await {
+            Ok(Some(u)) => Some(u),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!(error = %e, "loading user for websocket failed");
+                return ApiError::Unavailable("database unavailable".into()).into_response();
+            }
+        },
+        None => None,
+    };
+    let tracker = state.connections.clone();
+    match user {
+        None => ws.on_upgrade(|socket| close_with(socket, close_code::AUTH, "invalid or expired token")),
+        Some(user) => ws.on_upgrade(move |socket| {
+            tracker.track_future(run(state, socket, user.id, Arc::from(user.username.as_str())))
+        }),
+    }
+}
+
+async fn close_with(mut socket: WebSocket, code: u16, reason: &'static str) {
+    let _ = socket.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+    let _ = socket.close().await;
+}
+
+/// What the reader needs about its connection.
+struct Ctx {
+    state: AppState,
+    user_id: Uuid,
+    conn: ConnHandle,
+    control: Arc<ConnControl>,
+    frames: TokenBucket,
+    moves: TokenBucket,
+    strikes: Strikes,
+}
+
+async fn run(state: AppState, socket: WebSocket, user_id: Uuid, username: Arc<str>) {
+    let conn_id = Uuid::new_v4();
+    let (conn, rx, control) = ConnHandle::new(conn_id);
+    let saved = match state.db.load_position(user_id).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, %user_id, "loading saved position failed; spawning at a spawn point");
+            None
+        }
+    };
+    let connect = WorldCommand::Connect { user_id, username, conn: conn.clone(), saved };
+    if state.world.commands.send(connect).await.is_err() {
+        close_with(socket, close_code::GOING_AWAY, "server shutting down").await;
+        return;
+    }
+    tracing::debug!(%user_id, %conn_id, "websocket connected");
+    metrics::counter!("landworld_ws_connections_total").increment(1);
+    let (sink, mut stream) = socket.split();
+    let writer = tokio::spawn(write_loop(sink, rx, control.clone(), state.shutdown.clone()));
+    let mut ctx = Ctx {
+        state: state.clone(),
+        user_id,
+        conn,
+        control: control.clone(),
+        frames: TokenBucket::new(FRAME_RATE, FRAME_BURST),
+        moves: TokenBucket::new(limits::MOVE_RATE_PER_SEC, limits::MOVE_RATE_PER_SEC),
+        strikes: Strikes::new(STRIKE_WINDOW, STRIKE_LIMIT),
+    };
+    loop {
+        let msg = tokio::select! {
+            biased;
+            () = control.closed() => break,
+            () = state.shutdown.cancelled() => break,
+            msg = stream.next() => msg,
+        };
+        match msg {
+            Some(Ok(Message::Text(text))) => handle_text(&mut ctx, text.as_str()).await,
+            Some(Ok(Message::Binary(_))) => {
+                ctx.conn.send_frame(&ServerFrame::error(error_code::INVALID_FRAME, "binary frames are not supported; send JSON text", None));
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(Message::Close(_))) | None => break,
+            Some(Err(e)) => {
+                if is_too_big(&e) {
+                    control.close(close_code::TOO_BIG);
+                } else {
+                    tracing::debug!(error = %e, %conn_id, "websocket read error");
+                }
+                break;
+            }
+        }
+    }
+    // Normal closure unless someone asked for a specific code.
+    control.close(1000);
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    let _ = state.world.commands.send(WorldCommand::Disconnect { user_id, conn_id }).await;
+    tracing::debug!(%user_id, %conn_id, "websocket closed");
+}
+
+fn is_too_big(err: &axum::Error) -> bool {
+    use std::error::Error as _;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = err.source();
+    while let Some(e) = source {
+        if let Some(t) = e.downcast_ref::<tokio_tungstenite::tungstenite::Error>() {
+            return matches!(t, tokio_tungstenite::tungstenite::Error::Capacity(_));
+        }
+        source = e.source();
+    }
+    let text = err.to_string();
+    text.contains("too long") || text.contains("Space limit exceeded")
+}
+
+async fn write_loop(
+    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<OutFrame>,
+    control: Arc<ConnControl>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let code = loop {
+        let first = tokio::select! {
+            biased;
+            () = control.closed() => break control.code(),
+            () = shutdown.cancelled() => break close_code::GOING_AWAY,
+            f = rx.recv() => f,
+        };
+        let Some(first) = first else { break 1000 };
+        let mut ok = sink.feed(Message::Text(first)).await.is_ok();
+        let mut n = 1;
+        while ok && n < WRITE_BATCH {
+            match rx.try_recv() {
+                Ok(frame) => {
+                    ok = sink.feed(Message::Text(frame)).await.is_ok();
+                    n += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        if !ok || sink.flush().await.is_err() {
+            control.close(1000);
+            return;
+        }
+    };
+    // Frames already queued still go out before a normal or shutdown close.
+    if code == 1000 || code == close_code::GOING_AWAY {
+        while let Ok(frame) = rx.try_recv() {
+            if sink.feed(Message::Text(frame)).await.is_err() {
+                break;
+            }
+        }
+    }
+    let reason = match code {
+        close_code::GOING_AWAY => "server shutting down",
+        close_code::TOO_BIG => "frame too big",
+        close_code::RATE_LIMITED => "rate limited or too slow; reconnect later",
+        _ => "",
+    };
+    let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+    let _ = sink.close().await;
+}
+
+fn refuse(ctx: &mut Ctx, message: &str, reference: &str) {
+    ctx.conn.send_frame(&ServerFrame::error(error_code::RATE_LIMITED, message, Some(reference.to_string())));
+    if ctx.strikes.strike(Instant::now()) {
+        tracing::info!(user_id = %ctx.user_id, "closing connection for sustained rate-limit abuse");
+        metrics::counter!("landworld_ws_rate_limit_closes_total").increment(1);
+        ctx.control.close(close_code::RATE_LIMITED);
+    }
+}
+
+async fn handle_text(ctx: &mut Ctx, text: &str) {
+    metrics::counter!("landworld_ws_frames_in_total").increment(1);
+    let now = Instant::now();
+    if !ctx.frames.try_take(now) {
+        refuse(ctx, "too many frames; slow down", "frame");
+        return;
+    }
+    let frame = match parse_client_frame(text) {
+        Ok(f) => f,
+        Err(err) => {
+            ctx.conn.send_frame(&err);
+            return;
+        }
+    };
+    let kind = frame.kind();
+    let command = match frame {
+        ClientFrame::Ping => {
+            ctx.conn.send_frame(&ServerFrame::Pong { server_time: ms_to_rfc3339(now_ms()) });
+            return;
+        }
+        ClientFrame::UpdateLocation { x, y } => {
+            if !ctx.moves.try_take(now) {
+                refuse(ctx, "too many moves; slow down", kind);
+                return;
+            }
+            let (Ok(x), Ok(y)) = (i32::try_from(x), i32::try_from(y)) else {
+                ctx.conn.send_frame(&ServerFrame::error(error_code::INVALID_POSITION, "position is outside the map", Some(kind.into())));
+                return;
+            };
+            WorldCommand::Move { user_id: ctx.user_id, conn_id: ctx.conn.conn_id, to: TilePos::new(x, y) }
+        }
+        ClientFrame::SetRadius { radius } => match limits::validate_radius(radius) {
+            Ok(radius) => WorldCommand::SetRadius { user_id: ctx.user_id, radius },
+            Err(msg) => {
+                ctx.conn.send_frame(&ServerFrame::error(error_code::INVALID_RADIUS, msg, Some(kind.into())));
+                return;
+            }
+        },
+        ClientFrame::SetStatus { status } => {
+            if status == Status::Offline {
+                ctx.conn.send_frame(&ServerFrame::error(
+                    error_code::INVALID_STATUS,
+                    "status must be online, away or busy (offline follows disconnecting)",
+                    Some(kind.into()),
+                ));
+                return;
+            }
+            WorldCommand::SetStatus { user_id: ctx.user_id, status }
+        }
+        ClientFrame::JoinRoom { .. }
+        | ClientFrame::LeaveRoom { .. }
+        | ClientFrame::SendMessage { .. }
+        | ClientFrame::Typing { .. }
+        | ClientFrame::MarkRead { .. } => {
+            ctx.conn.send_frame(&ServerFrame::error(
+                error_code::NOT_SUPPORTED,
+                "chat rooms are not enabled on this server version",
+                Some(kind.into()),
+            ));
+            return;
+        }
+    };
+    if ctx.state.world.commands.send(command).await.is_err() {
+        ctx.conn.send_frame(&ServerFrame::error(error_code::UNAVAILABLE, "the world is shutting down", Some(kind.into())));
+    }
+}

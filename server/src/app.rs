@@ -1,0 +1,206 @@
+//! [`Application`]: builds every part of the server from a [`Config`] — data directory, database
+//! and migrations, map and lands, keys, the world thread, the position writer — binds every
+//! listener (port 0 in tests) and runs until shutdown.
+//!
+//! Shutdown (SIGINT/SIGTERM or [`Application::shutdown_token`]): stop accepting, close every
+//! WebSocket with 1001, let the world apply the final disconnects and flush every position,
+//! drain the writer, close the database, return.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use landworld_shared::world::{Rect, WorldMap};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::api::{self, state::AppState};
+use crate::auth::TokenKeys;
+use crate::config::Config;
+use crate::store::lands::LandRow;
+use crate::store::{Db, now_ms, redact_url};
+use crate::telemetry;
+use crate::world::{self, WorldParts, WorldSettings, lands::LandInfo, persist};
+
+pub struct Application {
+    listener: TcpListener,
+    udp: UdpSocket,
+    state: AppState,
+    world_thread: std::thread::JoinHandle<()>,
+    world_stop: CancellationToken,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+/// Creates the data directory (mode 0700 when new).
+fn ensure_data_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).with_context(|| format!("creating data directory {}", dir.display()))
+}
+
+/// Connects and migrates the database named by the config.
+pub async fn open_database(config: &Config) -> anyhow::Result<Db> {
+    if config.database_url.starts_with("sqlite:") {
+        ensure_data_dir(&config.data_dir)?;
+    }
+    let db = Db::connect(&config.database_url)
+        .await
+        .with_context(|| format!("connecting to {}", redact_url(&config.database_url)))?;
+    db.migrate().await.context("running migrations")?;
+    Ok(db)
+}
+
+/// Seeds the map's lands into an empty `lands` table, then returns every land.
+async fn seed_lands(db: &Db, map: &WorldMap) -> anyhow::Result<Vec<LandRow>> {
+    if db.count_lands().await? == 0 && !map.lands.is_empty() {
+        let now = now_ms();
+        let rows: Vec<LandRow> = map
+            .lands
+            .iter()
+            .map(|l| LandRow {
+                id: Uuid::new_v4(),
+                name: l.name.clone(),
+                description: l.properties.get("description").cloned(),
+                x: l.rect.x,
+                y: l.rect.y,
+                width: i32::try_from(l.rect.width).unwrap_or(i32::MAX),
+                height: i32::try_from(l.rect.height).unwrap_or(i32::MAX),
+                owner_id: None,
+                created_at: now,
+            })
+            .collect();
+        db.insert_lands(&rows).await.context("seeding lands from the map")?;
+        tracing::info!(lands = rows.len(), "seeded lands from the map");
+    }
+    Ok(db.list_lands().await?)
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        ensure_data_dir(&config.data_dir)?;
+        let db = open_database(&config).await?;
+        let world_path = config.world.clone();
+        let map = tokio::task::spawn_blocking(move || WorldMap::load(&world_path))
+            .await?
+            .with_context(|| format!("loading world {}", config.world.display()))?;
+        let map = Arc::new(map);
+        let lands = seed_lands(&db, &map).await?;
+        let keys = TokenKeys::load_or_create(config.jwt_secret.as_deref(), &config.data_dir, config.token_ttl)?;
+        let metrics = telemetry::metrics_handle();
+
+        let (persist_tx, persist_rx) = mpsc::channel(persist::PERSIST_QUEUE);
+        let writer = tokio::spawn(persist::run_writer(db.clone(), persist_rx));
+        let world_stop = CancellationToken::new();
+        let land_infos = lands
+            .iter()
+            .filter_map(|l| {
+                let rect = Rect::new(l.x, l.y, u32::try_from(l.width).ok()?, u32::try_from(l.height).ok()?);
+                Some(LandInfo { id: l.id, name: l.name.clone(), rect })
+            })
+            .collect();
+        let parts = WorldParts {
+            settings: WorldSettings { tick_hz: config.tick_hz, max_step: config.max_step, position_flush: config.position_flush },
+            map: map.clone(),
+            lands: land_infos,
+            persist_tx,
+        };
+        let (world, world_thread) = world::spawn_world(parts, world_stop.clone()).context("starting the world thread")?;
+
+        let listener = TcpListener::bind(config.http_addr)
+            .await
+            .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
+        // Reserved for the game clients' UDP (renet) transport.
+        let udp = UdpSocket::bind(config.udp_addr)
+            .await
+            .with_context(|| format!("binding UDP on {}", config.udp_addr))?;
+        let state = AppState {
+            db,
+            keys,
+            world,
+            config: Arc::new(config),
+            metrics,
+            shutdown: CancellationToken::new(),
+            connections: TaskTracker::new(),
+            land_lock: Arc::new(tokio::sync::Mutex::new(())),
+        };
+        Ok(Self { listener, udp, state, world_thread, world_stop, writer })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or(self.state.config.http_addr)
+    }
+
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.udp.local_addr().unwrap_or(self.state.config.udp_addr)
+    }
+
+    /// Cancel it to shut the server down gracefully.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.state.shutdown.clone()
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.state.db
+    }
+
+    pub async fn run(self) -> anyhow::Result<()> {
+        let Self { listener, udp, state, world_thread, world_stop, writer } = self;
+        tracing::info!(
+            "listening http={} udp={}",
+            listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            udp.local_addr().map(|a| a.to_string()).unwrap_or_default()
+        );
+        let upkeep = {
+            let metrics = state.metrics.clone();
+            let stop = state.shutdown.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        _ = every.tick() => metrics.run_upkeep(),
+                    }
+                }
+            })
+        };
+        let shutdown = state.shutdown.clone();
+        let connections = state.connections.clone();
+        let db = state.db.clone();
+        let router = api::router(state);
+        let served = axum::serve(listener, router.into_make_service())
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await;
+        if let Err(e) = &served {
+            tracing::error!(error = %e, "HTTP server failed");
+            shutdown.cancel();
+        }
+        tracing::info!("shutting down: closing connections");
+        connections.close();
+        if tokio::time::timeout(Duration::from_secs(10), connections.wait()).await.is_err() {
+            tracing::warn!("some connections did not close in time");
+        }
+        world_stop.cancel();
+        let joined = tokio::task::spawn_blocking(move || world_thread.join()).await;
+        if !matches!(joined, Ok(Ok(()))) {
+            tracing::error!("the world thread panicked");
+        }
+        if tokio::time::timeout(Duration::from_secs(30), writer).await.is_err() {
+            tracing::error!("position writer did not finish in time");
+        }
+        upkeep.abort();
+        drop(udp);
+        db.close().await;
+        tracing::info!("shutdown complete");
+        served.map_err(Into::into)
+    }
+}

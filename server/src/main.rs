@@ -1,0 +1,99 @@
+//! The `landworld-server` binary: parses the CLI and hands over to the library.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use landworld_server::api::routes::auth::create_user;
+use landworld_server::app::open_database;
+use landworld_server::config::{Cli, Command};
+use landworld_server::{Application, telemetry};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        None => serve(cli.serve).await,
+        Some(Command::Serve(opts)) => serve(opts).await,
+        Some(Command::Migrate(opts)) => {
+            let config = opts.resolve()?;
+            telemetry::init_logging(&config.log);
+            let db = open_database(&config).await?;
+            println!("migrations applied ({})", db.backend());
+            db.close().await;
+            Ok(())
+        }
+        Some(Command::CreateAdmin { username, password, opts }) => {
+            let config = opts.resolve()?;
+            telemetry::init_logging(&config.log);
+            let db = open_database(&config).await?;
+            let result = match db.user_by_username(&username).await? {
+                Some(user) => {
+                    db.set_user_role(user.id, "admin").await?;
+                    println!("user {} ({}) is now an admin", user.username, user.id);
+                    Ok(())
+                }
+                None => match create_user(&db, &username, &password, None, "admin").await {
+                    Ok(user) => {
+                        println!("admin {} created ({})", user.username, user.id);
+                        Ok(())
+                    }
+                    Err(e) => Err(anyhow::anyhow!("cannot create admin: {e}")),
+                },
+            };
+            db.close().await;
+            result
+        }
+    }
+}
+
+async fn serve(opts: landworld_server::config::ServeOptions) -> anyhow::Result<()> {
+    let config = opts.resolve()?;
+    telemetry::init_logging(&config.log);
+    let app = Application::build(config).await.context("starting the server")?;
+    let token = app.shutdown_token();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received; shutting down");
+        token.cancel();
+    });
+    app.run().await
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,174 @@
+//! The simulation: a headless Bevy app that owns the world state (avatars, positions, lands,
+//! proximity sets, presence) and runs on its own thread at a fixed tick.
+//!
+//! - Inbound: axum handlers send [`WorldCommand`]s through a bounded channel; the first system of
+//!   each tick drains it ([`commands`]).
+//! - Each tick, in the order of [`TickSet`]: apply commands (connect, disconnect, radius, status,
+//!   lands) → apply queued moves ([`movement`]) → land membership ([`lands`]) → proximity diffs
+//!   ([`proximity`]) → presence ([`presence`]) → publish the read model ([`snapshot`]) → persist
+//!   positions periodically ([`persist`]).
+//! - Outbound: systems push serialized frames into each connection's bounded queue
+//!   ([`conn::ConnHandle`]); a full queue kicks that connection (close 4008) instead of waiting.
+//!   Handlers read [`snapshot::WorldSnapshot`] through an `ArcSwap` without touching the tick.
+
+pub mod avatar;
+pub mod commands;
+pub mod conn;
+pub mod lands;
+pub mod movement;
+pub mod persist;
+pub mod presence;
+pub mod proximity;
+pub mod snapshot;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bevy_app::{App, Update};
+use bevy_ecs::prelude::*;
+use landworld_shared::world::WorldMap;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use commands::WorldCommand;
+pub use snapshot::WorldSnapshot;
+
+/// Capacity of the command channel from the async side into the tick.
+pub const COMMAND_QUEUE: usize = 65_536;
+
+/// The order of one tick.
+#[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TickSet {
+    ReceiveCommands,
+    ApplyCommands,
+    Simulate,
+    Memberships,
+    Proximity,
+    Presence,
+    Publish,
+    Persist,
+}
+
+/// Static settings of the simulation.
+#[derive(Resource, Clone, Debug)]
+pub struct WorldSettings {
+    pub tick_hz: u32,
+    pub max_step: u32,
+    pub position_flush: Duration,
+}
+
+/// The loaded map (bounds and walkability).
+#[derive(Resource, Clone)]
+pub struct Map(pub Arc<WorldMap>);
+
+/// Counts ticks.
+#[derive(Resource, Default, Debug)]
+pub struct TickCount(pub u64);
+
+/// Adds every world system to an app. Tests use it with `MinimalPlugins`-style setups; the server
+/// uses it from [`spawn_world`].
+pub fn plugin(app: &mut App) {
+    app.configure_sets(
+        Update,
+        (
+            TickSet::ReceiveCommands,
+            TickSet::ApplyCommands,
+            TickSet::Simulate,
+            TickSet::Memberships,
+            TickSet::Proximity,
+            TickSet::Presence,
+            TickSet::Publish,
+            TickSet::Persist,
+        )
+            .chain(),
+    );
+    app.init_resource::<TickCount>();
+    app.add_systems(Update, count_tick.in_set(TickSet::ReceiveCommands));
+    avatar::plugin(app);
+    commands::plugin(app);
+    movement::plugin(app);
+    lands::plugin(app);
+    proximity::plugin(app);
+    presence::plugin(app);
+    snapshot::plugin(app);
+    persist::plugin(app);
+}
+
+fn count_tick(mut ticks: ResMut<TickCount>) {
+    ticks.0 += 1;
+}
+
+/// What the async side holds to talk to the world.
+#[derive(Clone)]
+pub struct WorldHandle {
+    pub commands: mpsc::Sender<WorldCommand>,
+    pub snapshot: Arc<ArcSwap<WorldSnapshot>>,
+    pub map: Arc<WorldMap>,
+    pub tick_hz: u32,
+}
+
+/// Everything needed to build the world app.
+pub struct WorldParts {
+    pub settings: WorldSettings,
+    pub map: Arc<WorldMap>,
+    pub lands: Vec<lands::LandInfo>,
+    pub persist_tx: mpsc::Sender<persist::PersistMsg>,
+}
+
+/// Builds the world app (without running it) and the handle to talk to it.
+pub fn build_app(parts: WorldParts) -> (App, WorldHandle) {
+    let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    let snapshot = Arc::new(ArcSwap::from_pointee(WorldSnapshot::default()));
+    let mut app = App::new();
+    app.add_plugins(bevy_time::TimePlugin);
+    app.insert_resource(parts.settings.clone());
+    app.insert_resource(Map(parts.map.clone()));
+    app.insert_resource(commands::CommandInbox::new(rx));
+    app.insert_resource(lands::Lands::new(&parts.map, parts.lands));
+    app.insert_resource(snapshot::Published(snapshot.clone()));
+    app.insert_resource(persist::PersistState::new(parts.persist_tx, parts.settings.position_flush));
+    app.add_plugins(plugin);
+    let handle = WorldHandle { commands: tx, snapshot, map: parts.map, tick_hz: parts.settings.tick_hz };
+    (app, handle)
+}
+
+/// Runs the world on its own thread at the configured tick until `stop` is cancelled, then runs
+/// one last tick (to apply the final disconnects) and flushes every position. The app is built
+/// on that thread (a Bevy `App` is not `Send`); the handle comes back once it is ready.
+pub fn spawn_world(parts: WorldParts, stop: CancellationToken) -> std::io::Result<(WorldHandle, std::thread::JoinHandle<()>)> {
+    let period = Duration::from_secs_f64(1.0 / f64::from(parts.settings.tick_hz));
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+    let thread = std::thread::Builder::new().name("landworld-world".into()).spawn(move || {
+        let (mut app, handle) = build_app(parts);
+        app.finish();
+        app.cleanup();
+        if ready_tx.send(handle).is_err() {
+            return;
+        }
+        let mut next = Instant::now();
+        while !stop.is_cancelled() {
+            let started = Instant::now();
+            app.update();
+            metrics::histogram!("landworld_tick_duration_seconds").record(started.elapsed().as_secs_f64());
+            next += period;
+            let now = Instant::now();
+            if next > now {
+                std::thread::sleep(next - now);
+            } else {
+                // Overran: do not try to catch up with a burst of ticks.
+                next = now;
+            }
+        }
+        app.update();
+        persist::flush_all(app.world_mut());
+        tracing::info!("world stopped");
+    })?;
+    let handle = ready_rx
+        .recv()
+        .map_err(|_| std::io::Error::other("the world thread failed to start"))?;
+    Ok((handle, thread))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,114 @@
+//! Movement: applies at most one queued move per avatar per tick after validating it (inside the
+//! map, on a walkable tile, at most `max_step` tiles Chebyshev from the current position). A
+//! rejected move answers `error` `invalid_position` on the connection that sent it; an accepted
+//! one moves the avatar in the proximity index and answers `location_updated`.
+
+use bevy_app::{App, Update};
+use bevy_ecs::prelude::*;
+use landworld_shared::protocol::ws::{ServerFrame, error_code};
+use landworld_shared::world::{TilePos, WorldMap, chebyshev};
+
+use super::avatar::{Avatar, Proximity};
+use super::lands::{LandChanged, Lands};
+use super::persist::PersistState;
+use super::{Map, TickSet, WorldSettings};
+
+pub(super) fn plugin(app: &mut App) {
+    app.add_systems(Update, apply_moves.in_set(TickSet::Simulate));
+}
+
+/// Why a move was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum MoveError {
+    OutsideMap,
+    NotWalkable,
+    TooFar { distance: u32, max: u32 },
+}
+
+impl MoveError {
+    pub fn message(&self) -> String {
+        match self {
+            MoveError::OutsideMap => "position is outside the map".into(),
+            MoveError::NotWalkable => "that tile is not walkable".into(),
+            MoveError::TooFar { distance, max } => {
+                format!("move of {distance} tiles exceeds the limit of {max} per tick")
+            }
+        }
+    }
+}
+
+/// The movement rule, shared by WebSocket and game-client moves.
+pub fn validate_move(map: &WorldMap, from: TilePos, to: TilePos, max_step: u32) -> Result<(), MoveError> {
+    if !map.in_bounds(to) {
+        return Err(MoveError::OutsideMap);
+    }
+    if !map.is_walkable(to) {
+        return Err(MoveError::NotWalkable);
+    }
+    let distance = chebyshev(from, to);
+    if distance > max_step {
+        return Err(MoveError::TooFar { distance, max: max_step });
+    }
+    Ok(())
+}
+
+fn apply_moves(
+    mut avatars: Query<(Entity, &mut Avatar)>,
+    map: Res<Map>,
+    settings: Res<WorldSettings>,
+    lands: Res<Lands>,
+    mut prox: ResMut<Proximity>,
+    mut persist: ResMut<PersistState>,
+    mut land_changes: MessageWriter<LandChanged>,
+) {
+    for (entity, mut avatar) in &mut avatars {
+        // Read first: a mutable access would mark every avatar changed each tick.
+        if avatar.pending_moves.is_empty() {
+            continue;
+        }
+        let Some(mv) = avatar.pending_moves.pop_front() else { continue };
+        match validate_move(&map.0, avatar.pos, mv.to, settings.max_step) {
+            Err(err) => {
+                metrics::counter!("landworld_moves_rejected_total").increment(1);
+                if let Some(conn) = avatar.conn(mv.conn_id) {
+                    conn.send_frame(&ServerFrame::error(
+                        error_code::INVALID_POSITION,
+                        err.message(),
+                        Some("update_location".into()),
+                    ));
+                }
+            }
+            Ok(()) => {
+                metrics::counter!("landworld_moves_accepted_total").increment(1);
+                if mv.to != avatar.pos {
+                    prox.index.move_to(avatar.slot, mv.to);
+                    avatar.pos = mv.to;
+                    persist.mark(entity);
+                }
+                let land = lands.land_at(mv.to);
+                if land != avatar.land {
+                    land_changes.write(LandChanged { entity, from: avatar.land, to: land });
+                }
+                let position = lands.position_of(mv.to);
+                avatar.send_frame(&ServerFrame::LocationUpdated { x: position.x, y: position.y, land_id: position.land_id });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_rules() {
+        let map = WorldMap::open(10, 10);
+        let at = TilePos::new(5, 5);
+        assert_eq!(validate_move(&map, at, TilePos::new(6, 6), 1), Ok(()));
+        assert_eq!(validate_move(&map, at, TilePos::new(5, 5), 1), Ok(()));
+        assert_eq!(validate_move(&map, at, TilePos::new(7, 5), 1), Err(MoveError::TooFar { distance: 2, max: 1 }));
+        assert_eq!(validate_move(&map, at, TilePos::new(7, 5), 2), Ok(()));
+        assert_eq!(validate_move(&map, at, TilePos::new(-1, 5), 9), Err(MoveError::OutsideMap));
+        assert_eq!(validate_move(&map, at, TilePos::new(5, 10), 9), Err(MoveError::OutsideMap));
+    }
+}
