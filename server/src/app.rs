@@ -109,20 +109,25 @@ impl Application {
             })
             .collect();
         let parts = WorldParts {
-            settings: WorldSettings { tick_hz: config.tick_hz, max_step: config.max_step, position_flush: config.position_flush },
+            settings: WorldSettings {
+                tick_hz: config.tick_hz,
+                max_step: config.max_step,
+                position_flush: config.position_flush,
+                sim_bots: config.sim_bots,
+            },
             map: map.clone(),
             lands: land_infos,
             persist_tx,
         };
-        let (world, world_thread) = world::spawn_world(parts, world_stop.clone()).context("starting the world thread")?;
+        let (world, world_thread) =
+            world::spawn_world(parts, world_stop.clone()).context("starting the world thread")?;
 
         let listener = TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
         // Reserved for the game clients' UDP (renet) transport.
-        let udp = UdpSocket::bind(config.udp_addr)
-            .await
-            .with_context(|| format!("binding UDP on {}", config.udp_addr))?;
+        let udp =
+            UdpSocket::bind(config.udp_addr).await.with_context(|| format!("binding UDP on {}", config.udp_addr))?;
         let state = AppState {
             db,
             keys,

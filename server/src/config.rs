@@ -81,6 +81,10 @@ pub struct ServeOptions {
     /// Seconds between periodic position flushes to the database.
     #[arg(long, env = "LANDWORLD_POSITION_FLUSH_SECS", global = true)]
     pub position_flush_secs: Option<f64>,
+    /// Load testing: wandering simulated avatars (no connection, not persisted) to add to the
+    /// world; 10% of them step each tick.
+    #[arg(long, env = "LANDWORLD_SIM_BOTS", global = true)]
+    pub sim_bots: Option<u32>,
     /// Log filter (tracing-subscriber EnvFilter syntax), e.g. `info,landworld_server=debug`.
     #[arg(long, env = "LANDWORLD_LOG", global = true)]
     pub log: Option<String>,
@@ -102,6 +106,7 @@ struct FileConfig {
     jwt_secret: Option<String>,
     token_ttl_secs: Option<u64>,
     position_flush_secs: Option<f64>,
+    sim_bots: Option<u32>,
     log: Option<String>,
 }
 
@@ -120,6 +125,7 @@ pub struct Config {
     pub jwt_secret: Option<String>,
     pub token_ttl: Duration,
     pub position_flush: Duration,
+    pub sim_bots: u32,
     pub log: String,
 }
 
@@ -196,6 +202,7 @@ impl ServeOptions {
             jwt_secret: self.jwt_secret.or(file.jwt_secret),
             token_ttl: Duration::from_secs(token_ttl),
             position_flush: Duration::from_secs_f64(flush),
+            sim_bots: self.sim_bots.or(file.sim_bots).unwrap_or(0),
             log: self.log.or(file.log).unwrap_or_else(|| "info".to_string()),
             data_dir,
         })
@@ -203,7 +210,8 @@ impl ServeOptions {
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
     toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_path_buf(), source: Box::new(source) })
 }
 

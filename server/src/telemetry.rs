@@ -19,7 +19,8 @@ pub fn metrics_handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let tick_buckets = [
-                0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25,
+                0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1,
+                0.25,
             ];
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Full("landworld_tick_duration_seconds".into()), &tick_buckets)

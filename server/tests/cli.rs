@@ -155,7 +155,9 @@ async fn sigterm_closes_sockets_with_1001_flushes_positions_and_exits_zero() {
         .await
         .unwrap();
     let token = body["access_token"].as_str().unwrap();
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/api/v1/ws/connect?token={token}", server.http)).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/api/v1/ws/connect?token={token}", server.http))
+        .await
+        .unwrap();
     let again = loop {
         match ws.next().await.unwrap().unwrap() {
             Message::Text(t) => break serde_json::from_str::<Value>(t.as_str()).unwrap(),
@@ -220,7 +222,19 @@ fn migrate_and_create_admin() {
 fn help_lists_the_commands_and_flags() {
     let out = Command::new(BIN).arg("--help").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    for word in ["serve", "migrate", "create-admin", "--http-addr", "--udp-addr", "--data-dir", "--database-url", "--world", "--tick-hz", "--retention-days", "--allowed-origins"] {
+    for word in [
+        "serve",
+        "migrate",
+        "create-admin",
+        "--http-addr",
+        "--udp-addr",
+        "--data-dir",
+        "--database-url",
+        "--world",
+        "--tick-hz",
+        "--retention-days",
+        "--allowed-origins",
+    ] {
         assert!(text.contains(word), "--help lacks {word}:\n{text}");
     }
 }

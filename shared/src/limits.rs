@@ -46,10 +46,7 @@ pub fn validate_username(username: &str) -> Result<(), String> {
     if !(USERNAME_MIN..=USERNAME_MAX).contains(&len) {
         return Err(format!("username must be {USERNAME_MIN} to {USERNAME_MAX} characters"));
     }
-    if !username
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-    {
+    if !username.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) {
         return Err("username may contain only letters, digits, '_', '.' and '-'".into());
     }
     Ok(())

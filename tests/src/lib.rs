@@ -72,7 +72,9 @@ pub async fn fresh_pg_database() -> Result<Option<String>> {
     let mut conn = match tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(&admin)).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) if !pg_required() => {
-            eprintln!("SKIP: PostgreSQL unreachable at {admin}: {e} (set LANDWORLD_REQUIRE_POSTGRES=1 to fail instead)");
+            eprintln!(
+                "SKIP: PostgreSQL unreachable at {admin}: {e} (set LANDWORLD_REQUIRE_POSTGRES=1 to fail instead)"
+            );
             return Ok(None);
         }
         Err(_) if !pg_required() => {
@@ -194,12 +196,14 @@ impl TestApp {
     pub async fn user(&self, prefix: &str) -> Result<TestUser> {
         let username = format!("{prefix}_{}", &Uuid::new_v4().simple().to_string()[..8]);
         let password = "correct horse battery".to_string();
-        let (status, body) = self.post("/api/v1/auth/register", &json!({"username": username, "password": password}), None).await?;
+        let (status, body) =
+            self.post("/api/v1/auth/register", &json!({"username": username, "password": password}), None).await?;
         if status != 201 {
             bail!("register {username}: {status} {body}");
         }
         let id: Uuid = serde_json::from_value(body["id"].clone())?;
-        let (status, body) = self.post("/api/v1/auth/login", &json!({"username": username, "password": password}), None).await?;
+        let (status, body) =
+            self.post("/api/v1/auth/login", &json!({"username": username, "password": password}), None).await?;
         if status != 200 {
             bail!("login {username}: {status} {body}");
         }

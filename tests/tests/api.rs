@@ -20,14 +20,21 @@ fn forge(claims: serde_json::Value, secret: &[u8]) -> String {
 }
 
 both_backends!(register_login_me, |app| {
-    let (s, body) = app.post("/api/v1/auth/register", &json!({"username": "Ada.L", "password": "analytical", "display_name": "Ada"}), None).await?;
+    let (s, body) = app
+        .post(
+            "/api/v1/auth/register",
+            &json!({"username": "Ada.L", "password": "analytical", "display_name": "Ada"}),
+            None,
+        )
+        .await?;
     assert_eq!(s, 201, "{body}");
     assert_eq!(body["username"], "Ada.L");
     assert_eq!(body["display_name"], "Ada");
     assert_eq!(body["role"], "user");
     assert!(body.get("password_hash").is_none());
     // Duplicate, case-insensitively.
-    let (s, body) = app.post("/api/v1/auth/register", &json!({"username": "ada.l", "password": "analytical"}), None).await?;
+    let (s, body) =
+        app.post("/api/v1/auth/register", &json!({"username": "ada.l", "password": "analytical"}), None).await?;
     assert_eq!(s, 409);
     assert_eq!(body["error"]["code"], "conflict");
     // Validation.
@@ -38,17 +45,25 @@ both_backends!(register_login_me, |app| {
     }
     let (s, _) = app.post("/api/v1/auth/register", &json!({"username": "x"}), None).await?;
     assert_eq!(s, 422);
-    let res = app.http.post(app.url("/api/v1/auth/register")).header("content-type", "application/json").body("{oops").send().await?;
+    let res = app
+        .http
+        .post(app.url("/api/v1/auth/register"))
+        .header("content-type", "application/json")
+        .body("{oops")
+        .send()
+        .await?;
     assert_eq!(res.status().as_u16(), 400);
     let body: serde_json::Value = res.json().await?;
     assert_eq!(body["error"]["code"], "bad_request");
     // Login.
-    let (s, body) = app.post("/api/v1/auth/login", &json!({"username": "Ada.L", "password": "analytical"}), None).await?;
+    let (s, body) =
+        app.post("/api/v1/auth/login", &json!({"username": "Ada.L", "password": "analytical"}), None).await?;
     assert_eq!(s, 200);
     assert_eq!(body["token_type"], "bearer");
     assert!(body["expires_in"].as_u64().unwrap() > 0);
     let token = body["access_token"].as_str().unwrap().to_string();
-    let (s, _) = app.post("/api/v1/auth/login", &json!({"username": "Ada.L", "password": "wrong-password"}), None).await?;
+    let (s, _) =
+        app.post("/api/v1/auth/login", &json!({"username": "Ada.L", "password": "wrong-password"}), None).await?;
     assert_eq!(s, 401);
     let (s, _) = app.post("/api/v1/auth/login", &json!({"username": "nobody", "password": "whatever1"}), None).await?;
     assert_eq!(s, 401);
@@ -98,7 +113,13 @@ both_backends!(lands_are_seeded_and_admins_edit_them, |app| {
     // Find a free 2x2 spot: try corners until one does not overlap.
     let mut created = None;
     for (x, y) in [(0, 0), (254, 0), (0, 254), (254, 254), (128, 0), (0, 128)] {
-        let (s, body) = app.post("/api/v1/lands", &json!({"name": "Test Plot", "x": x, "y": y, "width": 2, "height": 2}), Some(&admin.token)).await?;
+        let (s, body) = app
+            .post(
+                "/api/v1/lands",
+                &json!({"name": "Test Plot", "x": x, "y": y, "width": 2, "height": 2}),
+                Some(&admin.token),
+            )
+            .await?;
         if s == 201 {
             created = Some(body);
             break;
@@ -107,14 +128,24 @@ both_backends!(lands_are_seeded_and_admins_edit_them, |app| {
     }
     let created = created.expect("a free corner");
     let id = created["id"].as_str().unwrap();
-    let (s, body) = app.post("/api/v1/lands", &json!({"name": "Outside", "x": 250, "y": 250, "width": 10, "height": 10}), Some(&admin.token)).await?;
+    let (s, body) = app
+        .post(
+            "/api/v1/lands",
+            &json!({"name": "Outside", "x": 250, "y": 250, "width": 10, "height": 10}),
+            Some(&admin.token),
+        )
+        .await?;
     assert_eq!(s, 422, "{body}");
-    let (s, _) = app.post("/api/v1/lands", &json!({"name": "", "x": 1, "y": 1, "width": 1, "height": 1}), Some(&admin.token)).await?;
+    let (s, _) = app
+        .post("/api/v1/lands", &json!({"name": "", "x": 1, "y": 1, "width": 1, "height": 1}), Some(&admin.token))
+        .await?;
     assert_eq!(s, 422);
     let overlap = json!({"name": "Overlap", "x": created["x"], "y": created["y"], "width": 1, "height": 1});
     let (s, _) = app.post("/api/v1/lands", &overlap, Some(&admin.token)).await?;
     assert_eq!(s, 409);
-    let (s, patched) = app.patch(&format!("/api/v1/lands/{id}"), &json!({"name": "Renamed", "description": "tiny"}), Some(&admin.token)).await?;
+    let (s, patched) = app
+        .patch(&format!("/api/v1/lands/{id}"), &json!({"name": "Renamed", "description": "tiny"}), Some(&admin.token))
+        .await?;
     assert_eq!(s, 200, "{patched}");
     assert_eq!(patched["name"], "Renamed");
     assert_eq!(patched["description"], "tiny");
@@ -135,12 +166,23 @@ both_backends!(health_ready_metrics, |app| {
     let user = app.user("gauge").await?;
     let (_ws, _) = app.ws(&user).await?;
     let text = app.http.get(app.url("/metrics")).send().await?.text().await?;
-    for name in ["landworld_ws_connections", "landworld_avatars", "landworld_tick_duration_seconds_bucket", "landworld_tick_duration_seconds_count"] {
+    for name in [
+        "landworld_ws_connections",
+        "landworld_avatars",
+        "landworld_tick_duration_seconds_bucket",
+        "landworld_tick_duration_seconds_count",
+    ] {
         assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
     }
-    let (s, stats) = app.get("/api/v1/ws/stats", Some(&user.token)).await?;
-    assert_eq!(s, 200);
-    assert!(stats["tick"].as_u64().unwrap() > 0);
+    let stats = app
+        .eventually("the world to publish a ticking snapshot", || async {
+            let (s, stats) = app.get("/api/v1/ws/stats", Some(&user.token)).await?;
+            assert_eq!(s, 200);
+            Ok((stats["tick"].as_u64().unwrap() > 0 && stats["connections"].as_u64() == Some(1)).then_some(stats))
+        })
+        .await?;
+    assert_eq!(stats["users_online"], 1);
+    assert_eq!(stats["avatars"], 1);
     assert_eq!(stats["tick_hz"], 20);
     Ok(())
 });
@@ -150,9 +192,18 @@ both_backends!(websocket_refuses_bad_tokens_with_4001, |app| {
     let secret = std::fs::read_to_string(app.config.data_dir.join("jwt.key"))?;
     let secret = base64::engine::general_purpose::STANDARD.decode(secret.trim())?;
     let now = chrono::Utc::now().timestamp();
-    let expired = forge(json!({"sub": user.id, "name": user.username, "role": "user", "iat": now - 7200, "exp": now - 3600}), &secret);
-    let wrong_key = forge(json!({"sub": user.id, "name": user.username, "role": "user", "iat": now, "exp": now + 3600}), b"0123456789abcdef0123456789abcdef");
-    let unknown_user = forge(json!({"sub": uuid::Uuid::new_v4(), "name": "ghost", "role": "user", "iat": now, "exp": now + 3600}), &secret);
+    let expired = forge(
+        json!({"sub": user.id, "name": user.username, "role": "user", "iat": now - 7200, "exp": now - 3600}),
+        &secret,
+    );
+    let wrong_key = forge(
+        json!({"sub": user.id, "name": user.username, "role": "user", "iat": now, "exp": now + 3600}),
+        b"0123456789abcdef0123456789abcdef",
+    );
+    let unknown_user = forge(
+        json!({"sub": uuid::Uuid::new_v4(), "name": "ghost", "role": "user", "iat": now, "exp": now + 3600}),
+        &secret,
+    );
     let b64 = |v: serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
     let alg_none = format!(
         "{}.{}.",

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 use futures_util::SinkExt;
-use landworld_shared::world::{TilePos, WorldMap};
+use landworld_shared::world::{TileKind, TilePos, WorldMap};
 use landworld_tests::{TestApp, TestUser, WsClient, both_backends, default_world};
 use serde_json::{Value, json};
 
@@ -33,8 +33,8 @@ fn walkable_run(map: &WorldMap, len: i32) -> TilePos {
     panic!("no walkable run of {len}");
 }
 
-/// A walkable tile with a non-walkable 8-neighbour: (tile, blocked neighbour).
-fn blocked_neighbour(map: &WorldMap) -> (TilePos, TilePos) {
+/// A walkable tile next to a non-walkable tile of `kind`: (tile, blocked neighbour).
+fn blocked_neighbour(map: &WorldMap, kind: TileKind) -> (TilePos, TilePos) {
     for y in 1..map.height as i32 - 1 {
         for x in 1..map.width as i32 - 1 {
             let p = TilePos::new(x, y);
@@ -43,17 +43,18 @@ fn blocked_neighbour(map: &WorldMap) -> (TilePos, TilePos) {
             }
             for (dx, dy) in [(1, 0), (-1, 0), (0, 1), (0, -1)] {
                 let q = TilePos::new(x + dx, y + dy);
-                if !map.is_walkable(q) {
+                if !map.is_walkable(q) && map.kind(q) == Some(kind) {
                     return (p, q);
                 }
             }
         }
     }
-    panic!("no blocked tile next to a walkable one");
+    panic!("no {kind:?} tile next to a walkable one");
 }
 
 fn nearby_ids(frame: &Value) -> Vec<String> {
-    let mut ids: Vec<String> = frame["users"].as_array().unwrap().iter().map(|u| u["user_id"].as_str().unwrap().to_string()).collect();
+    let mut ids: Vec<String> =
+        frame["users"].as_array().unwrap().iter().map(|u| u["user_id"].as_str().unwrap().to_string()).collect();
     ids.sort();
     ids
 }
@@ -79,7 +80,10 @@ both_backends!(connect_spawns_at_a_spawn_point_and_answers_ping, |app| {
     assert_eq!(connected["tick_hz"], 20);
     assert!(connected["connection_id"].is_string());
     assert!(connected["server_time"].is_string());
-    let pos = TilePos::new(connected["position"]["x"].as_i64().unwrap() as i32, connected["position"]["y"].as_i64().unwrap() as i32);
+    let pos = TilePos::new(
+        connected["position"]["x"].as_i64().unwrap() as i32,
+        connected["position"]["y"].as_i64().unwrap() as i32,
+    );
     assert!(map.spawns.contains(&pos), "spawned at {pos:?}, not a spawn point");
     ws.send(json!({"type": "ping"})).await?;
     let pong = ws.expect("pong").await?;
@@ -117,13 +121,20 @@ both_backends!(bad_frames_get_errors_and_the_connection_stays_open, |app| {
 
 both_backends!(moves_are_validated, |app| {
     let map = map();
-    let (inside, blocked) = blocked_neighbour(&map);
+    let (inside, wall) = blocked_neighbour(&map, TileKind::Wall);
+    let (shore, water) = blocked_neighbour(&map, TileKind::Water);
     let (_u, mut ws, _) = placed(&app, "mover", inside).await?;
-    // Into a wall or water.
-    ws.send(json!({"type": "update_location", "x": blocked.x, "y": blocked.y})).await?;
+    // Into a wall.
+    ws.send(json!({"type": "update_location", "x": wall.x, "y": wall.y})).await?;
     let e = ws.expect("error").await?;
     assert_eq!(e["code"], "invalid_position");
     assert_eq!(e["ref"], "update_location");
+    // Into water.
+    let (_s, mut swimmer, _) = placed(&app, "swimmer", shore).await?;
+    swimmer.send(json!({"type": "update_location", "x": water.x, "y": water.y})).await?;
+    assert_eq!(swimmer.expect("error").await?["code"], "invalid_position");
+    let stays = step(&mut swimmer, shore.x, shore.y).await?;
+    assert_eq!(stays["x"], shore.x);
     // Outside the map.
     ws.send(json!({"type": "update_location", "x": -1, "y": 0})).await?;
     assert_eq!(ws.expect("error").await?["code"], "invalid_position");
@@ -206,7 +217,11 @@ both_backends!(crossing_a_land_border_switches_rooms, |app| {
     // A land whose west border has walkable tiles on both sides, outside any land.
     let mut found = None;
     'outer: for land in &lands {
-        let (lx, ly, h) = (land["x"].as_i64().unwrap() as i32, land["y"].as_i64().unwrap() as i32, land["height"].as_i64().unwrap() as i32);
+        let (lx, ly, h) = (
+            land["x"].as_i64().unwrap() as i32,
+            land["y"].as_i64().unwrap() as i32,
+            land["height"].as_i64().unwrap() as i32,
+        );
         for y in ly..ly + h {
             let out = TilePos::new(lx - 1, y);
             let inside = TilePos::new(lx, y);
@@ -266,7 +281,9 @@ both_backends!(presence_follows_connections_and_status, |app| {
     let (_, online) = app.get("/api/v1/ws/online-users", Some(&a.token)).await?;
     assert!(online["users"].as_array().unwrap().iter().any(|u| u["user_id"] == guest.id.to_string()));
     drop(wg);
-    let p = wa.expect_where("presence_update", |f| f["user_id"] == guest.id.to_string() && f["status"] == "offline").await?;
+    let p = wa
+        .expect_where("presence_update", |f| f["user_id"] == guest.id.to_string() && f["status"] == "offline")
+        .await?;
     assert!(p["last_seen"].is_string());
     let near = wa.expect("nearby_users").await?;
     assert!(nearby_ids(&near).is_empty());

@@ -102,7 +102,9 @@ impl From<QueryRejection> for ApiError {
 impl From<PathRejection> for ApiError {
     fn from(rej: PathRejection) -> Self {
         match rej {
-            PathRejection::FailedToDeserializePathParams(e) => ApiError::NotFound(format!("no such resource: {}", e.body_text())),
+            PathRejection::FailedToDeserializePathParams(e) => {
+                ApiError::NotFound(format!("no such resource: {}", e.body_text()))
+            }
             other => ApiError::BadRequest(other.body_text()),
         }
     }

@@ -40,10 +40,8 @@ impl FromRequestParts<AppState> for AuthUser {
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
             .ok_or_else(|| ApiError::Unauthorized("expected a bearer token".into()))?;
-        let claims = state
-            .keys
-            .verify(token.trim())
-            .map_err(|_| ApiError::Unauthorized("invalid or expired token".into()))?;
+        let claims =
+            state.keys.verify(token.trim()).map_err(|_| ApiError::Unauthorized("invalid or expired token".into()))?;
         Ok(AuthUser(claims))
     }
 }

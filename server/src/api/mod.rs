@@ -47,24 +47,23 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::internal(anyhow::anyhow!("handler panicked")).into_response()
-        }))
+        .layer(CatchPanicLayer::custom(|_| ApiError::internal(anyhow::anyhow!("handler panicked")).into_response()))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request<_>| {
-                    let request_id = req
-                        .headers()
-                        .get("x-request-id")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("-")
-                        .to_string();
+                    let request_id =
+                        req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
                     // The path only: the query string may hold a token.
                     tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id)
                 })
                 .on_response(|res: &Response, latency: Duration, _span: &tracing::Span| {
-                    tracing::debug!(status = res.status().as_u16(), latency_ms = latency.as_millis() as u64, "response");
-                    metrics::counter!("landworld_http_responses_total", "status" => res.status().as_u16().to_string()).increment(1);
+                    tracing::debug!(
+                        status = res.status().as_u16(),
+                        latency_ms = latency.as_millis() as u64,
+                        "response"
+                    );
+                    metrics::counter!("landworld_http_responses_total", "status" => res.status().as_u16().to_string())
+                        .increment(1);
                 }),
         )
         .layer(PropagateRequestIdLayer::x_request_id())
@@ -77,6 +76,7 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> Response {
-    let body = serde_json::json!({ "error": { "code": "method_not_allowed", "message": "method not allowed on this route" } });
+    let body =
+        serde_json::json!({ "error": { "code": "method_not_allowed", "message": "method not allowed on this route" } });
     (StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response()
 }

@@ -97,11 +97,7 @@ impl Db {
 
     pub async fn set_last_seen(&self, id: Uuid, at_ms: i64) -> StoreResult<()> {
         on_pool!(self, |p| {
-            sqlx::query("UPDATE users SET last_seen = $1 WHERE id = $2")
-                .bind(at_ms)
-                .bind(id)
-                .execute(p)
-                .await?;
+            sqlx::query("UPDATE users SET last_seen = $1 WHERE id = $2").bind(at_ms).bind(id).execute(p).await?;
         });
         Ok(())
     }

@@ -28,12 +28,7 @@ use crate::store::{ms_to_rfc3339, now_ms};
 pub enum WorldCommand {
     /// A connection opened for `user_id`. The world answers on the connection itself with
     /// `connected` (then presence, rooms and nearby users).
-    Connect {
-        user_id: Uuid,
-        username: Arc<str>,
-        conn: ConnHandle,
-        saved: Option<SavedPosition>,
-    },
+    Connect { user_id: Uuid, username: Arc<str>, conn: ConnHandle, saved: Option<SavedPosition> },
     /// A connection closed.
     Disconnect { user_id: Uuid, conn_id: Uuid },
     /// `update_location`: validated and applied on a later tick, one per tick.
@@ -144,9 +139,6 @@ fn connect(world: &mut World, user_id: Uuid, username: Arc<str>, conn: ConnHandl
     let map = world.resource::<Map>().0.clone();
     let pos = spawn_position(&map, user_id, saved);
     let radius = saved.map(|s| s.radius).filter(|r| (1..=50).contains(r)).unwrap_or(DEFAULT_RADIUS);
-    let entity = world.spawn_empty().id();
-    let slot = world.resource_mut::<Proximity>().insert(pos, radius, entity);
-    let land_idx = world.resource::<Lands>().land_at(pos);
     let position = world.resource::<Lands>().position_of(pos);
     conn.send_frame(&ServerFrame::Connected {
         user_id,
@@ -156,6 +148,24 @@ fn connect(world: &mut World, user_id: Uuid, username: Arc<str>, conn: ConnHandl
         tick_hz,
         position,
     });
+    let entity = spawn_avatar(world, user_id, username, pos, radius, vec![conn]);
+    world.resource_mut::<ForceNearby>().0.push(entity);
+    metrics::gauge!("landworld_ws_connections").increment(1.0);
+}
+
+/// Puts a new avatar into the world: the entity, its proximity slot, the user index, and the
+/// messages that announce it (presence, land membership). Nearby lists follow from the index.
+pub fn spawn_avatar(
+    world: &mut World,
+    user_id: Uuid,
+    username: Arc<str>,
+    pos: TilePos,
+    radius: u32,
+    conns: Vec<ConnHandle>,
+) -> Entity {
+    let entity = world.spawn_empty().id();
+    let slot = world.resource_mut::<Proximity>().insert(pos, radius, entity);
+    let land = world.resource::<Lands>().land_at(pos);
     world.entity_mut(entity).insert(Avatar {
         user_id,
         username,
@@ -164,18 +174,17 @@ fn connect(world: &mut World, user_id: Uuid, username: Arc<str>, conn: ConnHandl
         slot,
         land: None,
         status: Status::Online,
-        status_since: now,
-        conns: vec![conn],
+        status_since: now_ms(),
+        conns,
         pending_moves: VecDeque::new(),
     });
     world.resource_mut::<UsersIndex>().0.insert(user_id, entity);
     world.write_message(PresenceChanged { entity });
-    if land_idx.is_some() {
-        world.write_message(LandChanged { entity, from: None, to: land_idx });
+    if land.is_some() {
+        world.write_message(LandChanged { entity, from: None, to: land });
     }
-    world.resource_mut::<ForceNearby>().0.push(entity);
-    metrics::gauge!("landworld_ws_connections").increment(1.0);
     metrics::gauge!("landworld_avatars").increment(1.0);
+    entity
 }
 
 fn disconnect(world: &mut World, user_id: Uuid, conn_id: Uuid) {

@@ -9,9 +9,9 @@ use landworld_shared::protocol::ws::{Position, ServerFrame};
 use landworld_shared::world::{Rect, TilePos, WorldMap};
 use uuid::Uuid;
 
+use super::TickSet;
 use super::avatar::Avatar;
 use super::conn::encode;
-use super::{TickSet};
 
 /// A land as the simulation needs it.
 #[derive(Clone, Debug, PartialEq)]

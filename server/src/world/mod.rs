@@ -12,6 +12,7 @@
 //!   Handlers read [`snapshot::WorldSnapshot`] through an `ArcSwap` without touching the tick.
 
 pub mod avatar;
+pub mod bots;
 pub mod commands;
 pub mod conn;
 pub mod lands;
@@ -56,6 +57,8 @@ pub struct WorldSettings {
     pub tick_hz: u32,
     pub max_step: u32,
     pub position_flush: Duration,
+    /// Simulated wandering avatars for load testing (see [`bots`]).
+    pub sim_bots: u32,
 }
 
 /// The loaded map (bounds and walkability).
@@ -93,6 +96,7 @@ pub fn plugin(app: &mut App) {
     presence::plugin(app);
     snapshot::plugin(app);
     persist::plugin(app);
+    bots::plugin(app);
 }
 
 fn count_tick(mut ticks: ResMut<TickCount>) {
@@ -136,7 +140,10 @@ pub fn build_app(parts: WorldParts) -> (App, WorldHandle) {
 /// Runs the world on its own thread at the configured tick until `stop` is cancelled, then runs
 /// one last tick (to apply the final disconnects) and flushes every position. The app is built
 /// on that thread (a Bevy `App` is not `Send`); the handle comes back once it is ready.
-pub fn spawn_world(parts: WorldParts, stop: CancellationToken) -> std::io::Result<(WorldHandle, std::thread::JoinHandle<()>)> {
+pub fn spawn_world(
+    parts: WorldParts,
+    stop: CancellationToken,
+) -> std::io::Result<(WorldHandle, std::thread::JoinHandle<()>)> {
     let period = Duration::from_secs_f64(1.0 / f64::from(parts.settings.tick_hz));
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
     let thread = std::thread::Builder::new().name("landworld-world".into()).spawn(move || {
@@ -164,9 +171,7 @@ pub fn spawn_world(parts: WorldParts, stop: CancellationToken) -> std::io::Resul
         persist::flush_all(app.world_mut());
         tracing::info!("world stopped");
     })?;
-    let handle = ready_rx
-        .recv()
-        .map_err(|_| std::io::Error::other("the world thread failed to start"))?;
+    let handle = ready_rx.recv().map_err(|_| std::io::Error::other("the world thread failed to start"))?;
     Ok((handle, thread))
 }
 

@@ -90,7 +90,11 @@ fn apply_moves(
                     land_changes.write(LandChanged { entity, from: avatar.land, to: land });
                 }
                 let position = lands.position_of(mv.to);
-                avatar.send_frame(&ServerFrame::LocationUpdated { x: position.x, y: position.y, land_id: position.land_id });
+                avatar.send_frame(&ServerFrame::LocationUpdated {
+                    x: position.x,
+                    y: position.y,
+                    land_id: position.land_id,
+                });
             }
         }
     }

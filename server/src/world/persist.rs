@@ -110,10 +110,8 @@ fn persist_positions(avatars: Query<&Avatar>, mut state: ResMut<PersistState>) {
 /// Shutdown: hands every avatar's position (and pending leaves) to the writer, waiting for room.
 pub fn flush_all(world: &mut World) {
     let mut q = world.query::<&Avatar>();
-    let all: Vec<SavedPosition> = q
-        .iter(world)
-        .map(|a| SavedPosition { user_id: a.user_id, x: a.pos.x, y: a.pos.y, radius: a.radius })
-        .collect();
+    let all: Vec<SavedPosition> =
+        q.iter(world).map(|a| SavedPosition { user_id: a.user_id, x: a.pos.x, y: a.pos.y, radius: a.radius }).collect();
     let now = now_ms();
     let online: Vec<Uuid> = all.iter().map(|p| p.user_id).collect();
     let mut state = world.resource_mut::<PersistState>();
@@ -123,7 +121,7 @@ pub fn flush_all(world: &mut World) {
     seen.extend(online.into_iter().map(|u| (u, now)));
     let tx = state.tx.clone();
     let count = batch.len();
-    if tx.blocking_send(PersistMsg::Positions(batch)).is_err() {
+    if tx.blocking_send(PersistMsg::Positions(batch)).is_err() && count > 0 {
         tracing::error!("position writer is gone; {count} positions not saved");
     }
     for (user_id, at_ms) in seen {

@@ -42,11 +42,7 @@ fn publish_nearby(
     buf.dirty.clear();
     prox.index.take_changes(buf);
     let mut seen = EntityHashSet::default();
-    let targets = buf
-        .dirty
-        .iter()
-        .filter_map(|&slot| prox.owner(slot))
-        .chain(force.0.drain(..));
+    let targets = buf.dirty.iter().filter_map(|&slot| prox.owner(slot)).chain(force.0.drain(..));
     for entity in targets {
         if !seen.insert(entity) {
             continue;

@@ -11,6 +11,7 @@ use landworld_shared::protocol::ws::{Position, Status};
 use uuid::Uuid;
 
 use super::avatar::Avatar;
+use super::bots::Bot;
 use super::lands::Lands;
 use super::{TickCount, TickSet};
 
@@ -35,6 +36,8 @@ pub struct WorldSnapshot {
     pub tick: u64,
     pub users: Vec<OnlineUser>,
     pub connections: usize,
+    /// Every avatar, simulated ones included.
+    pub avatars: usize,
     /// Land rooms with at least one member.
     pub active_land_rooms: usize,
 }
@@ -54,8 +57,9 @@ pub(super) fn plugin(app: &mut App) {
 }
 
 fn publish_snapshot(
-    avatars: Query<&Avatar>,
-    changed: Query<(), Changed<Avatar>>,
+    avatars: Query<&Avatar, Without<Bot>>,
+    all: Query<(), With<Avatar>>,
+    changed: Query<(), (Changed<Avatar>, Without<Bot>)>,
     mut removed: RemovedComponents<Avatar>,
     lands: Res<Lands>,
     tick: Res<TickCount>,
@@ -85,7 +89,8 @@ fn publish_snapshot(
         })
         .collect();
     let active_land_rooms = lands.members.iter().filter(|m| !m.is_empty()).count();
-    published.0.store(Arc::new(WorldSnapshot { tick: tick.0, users, connections, active_land_rooms }));
+    let avatars = all.iter().count();
+    published.0.store(Arc::new(WorldSnapshot { tick: tick.0, users, connections, avatars, active_land_rooms }));
     dirty.presence = false;
     dirty.last_publish = tick.0;
 }

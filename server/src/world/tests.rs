@@ -27,7 +27,7 @@ fn harness() -> Harness {
     let (persist_tx, persist_rx) = mpsc::channel(64);
     let land = Uuid::new_v4();
     let parts = WorldParts {
-        settings: WorldSettings { tick_hz: 20, max_step: 1, position_flush: Duration::from_secs(3600) },
+        settings: WorldSettings { tick_hz: 20, max_step: 1, position_flush: Duration::from_secs(3600), sim_bots: 0 },
         map,
         lands: vec![LandInfo { id: land, name: "Plot".into(), rect: Rect::new(10, 10, 5, 5) }],
         persist_tx,
@@ -47,7 +47,12 @@ impl Harness {
         let user_id = Uuid::new_v4();
         let (conn, rx, _control) = ConnHandle::new(Uuid::new_v4());
         let saved = Some(SavedPosition { user_id, x, y, radius: 5 });
-        self.send(WorldCommand::Connect { user_id, username: Arc::from(format!("u{x}_{y}")), conn: conn.clone(), saved });
+        self.send(WorldCommand::Connect {
+            user_id,
+            username: Arc::from(format!("u{x}_{y}")),
+            conn: conn.clone(),
+            saved,
+        });
         Client { user_id, conn, rx }
     }
 
@@ -141,13 +146,17 @@ fn land_membership_follows_position() {
     h.tick();
     frames(&mut a);
     let fb = frames(&mut b);
-    assert!(fb.iter().any(|f| matches!(f, ServerFrame::UserJoined { room_id, user_id, .. } if *room_id == h.land && *user_id == b.user_id)));
+    assert!(fb.iter().any(
+        |f| matches!(f, ServerFrame::UserJoined { room_id, user_id, .. } if *room_id == h.land && *user_id == b.user_id)
+    ));
     h.move_to(&a, 10, 10);
     h.tick();
     let fa = frames(&mut a);
     assert!(fa.iter().any(|f| matches!(f, ServerFrame::LocationUpdated { land_id: Some(l), .. } if *l == h.land)));
     assert!(fa.iter().any(|f| matches!(f, ServerFrame::UserJoined { user_id, .. } if *user_id == a.user_id)));
-    assert!(frames(&mut b).iter().any(|f| matches!(f, ServerFrame::UserJoined { user_id, .. } if *user_id == a.user_id)));
+    assert!(
+        frames(&mut b).iter().any(|f| matches!(f, ServerFrame::UserJoined { user_id, .. } if *user_id == a.user_id))
+    );
     h.move_to(&a, 9, 10);
     h.tick();
     assert!(frames(&mut a).iter().any(|f| matches!(f, ServerFrame::UserLeft { user_id, .. } if *user_id == a.user_id)));
@@ -182,7 +191,12 @@ fn a_full_send_queue_closes_the_slow_consumer_only() {
     let mut a = h.connect(1, 1);
     let (conn, _rx_never_read, control) = ConnHandle::new(Uuid::new_v4());
     let slow = Uuid::new_v4();
-    h.send(WorldCommand::Connect { user_id: slow, username: Arc::from("slow"), conn, saved: Some(SavedPosition { user_id: slow, x: 2, y: 1, radius: 5 }) });
+    h.send(WorldCommand::Connect {
+        user_id: slow,
+        username: Arc::from("slow"),
+        conn,
+        saved: Some(SavedPosition { user_id: slow, x: 2, y: 1, radius: 5 }),
+    });
     h.tick();
     for i in 0..(conn::SEND_QUEUE as i32 + 10) {
         let x = 1 + (i % 2);

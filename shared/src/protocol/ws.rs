@@ -217,21 +217,14 @@ pub enum ServerFrame {
 
 impl ServerFrame {
     pub fn error(code: &str, message: impl Into<String>, reference: Option<String>) -> Self {
-        ServerFrame::Error {
-            code: code.to_string(),
-            message: message.into(),
-            reference,
-        }
+        ServerFrame::Error { code: code.to_string(), message: message.into(), reference }
     }
 
     /// The frame as JSON text. Serializing these types cannot fail (string keys, no maps with
     /// non-string keys), but a failure still yields a valid `error` frame rather than a panic.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|e| {
-            format!(
-                r#"{{"type":"error","code":"internal","message":{}}}"#,
-                serde_json::Value::String(e.to_string())
-            )
+            format!(r#"{{"type":"error","code":"internal","message":{}}}"#, serde_json::Value::String(e.to_string()))
         })
     }
 }
@@ -269,19 +262,11 @@ fn classify_parse_error(text: &str, err: &serde_json::Error) -> ServerFrame {
     match obj.get("type") {
         None => ServerFrame::error(error_code::INVALID_FRAME, "frame has no `type` field", None),
         Some(serde_json::Value::String(t)) if CLIENT_FRAME_TYPES.contains(&t.as_str()) => {
-            ServerFrame::error(
-                error_code::INVALID_FRAME,
-                format!("invalid `{t}` frame: {err}"),
-                Some(t.clone()),
-            )
+            ServerFrame::error(error_code::INVALID_FRAME, format!("invalid `{t}` frame: {err}"), Some(t.clone()))
         }
         Some(serde_json::Value::String(t)) => {
             let shown: String = t.chars().take(64).collect();
-            ServerFrame::error(
-                error_code::UNKNOWN_TYPE,
-                format!("unknown frame type `{shown}`"),
-                Some(shown),
-            )
+            ServerFrame::error(error_code::UNKNOWN_TYPE, format!("unknown frame type `{shown}`"), Some(shown))
         }
         Some(_) => ServerFrame::error(error_code::INVALID_FRAME, "`type` must be a string", None),
     }
@@ -335,13 +320,7 @@ mod tests {
     fn server_frames_have_spec_field_names() {
         let f = ServerFrame::NearbyUsers {
             radius: 5,
-            users: vec![NearbyUser {
-                user_id: Uuid::nil(),
-                username: "a".into(),
-                x: 1,
-                y: 2,
-                distance: 1,
-            }],
+            users: vec![NearbyUser { user_id: Uuid::nil(), username: "a".into(), x: 1, y: 2, distance: 1 }],
         };
         let v: serde_json::Value = serde_json::from_str(&f.to_json()).expect("json");
         assert_eq!(v["type"], "nearby_users");

@@ -59,14 +59,23 @@ pub struct LoginResponse {
     pub user: UserView,
 }
 
-pub async fn register(State(state): State<AppState>, ApiJson(req): ApiJson<RegisterRequest>) -> ApiResult<(StatusCode, Json<UserView>)> {
+pub async fn register(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<RegisterRequest>,
+) -> ApiResult<(StatusCode, Json<UserView>)> {
     let user = create_user(&state.db, &req.username, &req.password, req.display_name.as_deref(), "user").await?;
     tracing::info!(user_id = %user.id, username = %user.username, "user registered");
     Ok((StatusCode::CREATED, Json(UserView::from(&user))))
 }
 
 /// Validates and creates an account (also used by `create-admin`).
-pub async fn create_user(db: &Db, username: &str, password: &str, display_name: Option<&str>, role: &str) -> ApiResult<UserRow> {
+pub async fn create_user(
+    db: &Db,
+    username: &str,
+    password: &str,
+    display_name: Option<&str>,
+    role: &str,
+) -> ApiResult<UserRow> {
     limits::validate_username(username).map_err(ApiError::Validation)?;
     limits::validate_password(password).map_err(ApiError::Validation)?;
     if let Some(name) = display_name {
@@ -96,7 +105,10 @@ pub async fn create_user(db: &Db, username: &str, password: &str, display_name: 
     }
 }
 
-pub async fn login(State(state): State<AppState>, ApiJson(req): ApiJson<LoginRequest>) -> ApiResult<Json<LoginResponse>> {
+pub async fn login(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> ApiResult<Json<LoginResponse>> {
     let invalid = || ApiError::Unauthorized("invalid username or password".into());
     if req.password.len() > limits::PASSWORD_MAX || req.username.len() > 256 {
         return Err(invalid());
@@ -121,10 +133,7 @@ pub async fn login(State(state): State<AppState>, ApiJson(req): ApiJson<LoginReq
 }
 
 pub async fn me(State(state): State<AppState>, AuthUser(claims): AuthUser) -> ApiResult<Json<UserView>> {
-    let user = state
-        .db
-        .user_by_id(claims.sub)
-        .await?
-        .ok_or_else(|| ApiError::Unauthorized("user no longer exists".into()))?;
+    let user =
+        state.db.user_by_id(claims.sub).await?.ok_or_else(|| ApiError::Unauthorized("user no longer exists".into()))?;
     Ok(Json(UserView::from(&user)))
 }

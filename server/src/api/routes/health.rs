@@ -27,9 +27,5 @@ pub async fn ready(State(state): State<AppState>) -> ApiResult<Json<Value>> {
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let snapshot = state.world.snapshot.load();
     metrics::gauge!("landworld_users_online").set(snapshot.users.len() as f64);
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        state.metrics.render(),
-    )
+    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
 }

@@ -97,12 +97,20 @@ pub async fn list(State(state): State<AppState>, _user: AuthUser) -> ApiResult<J
     Ok(Json(LandList { total: lands.len(), lands }))
 }
 
-pub async fn get(State(state): State<AppState>, _user: AuthUser, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<LandView>> {
+pub async fn get(
+    State(state): State<AppState>,
+    _user: AuthUser,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<LandView>> {
     let land = state.db.land_by_id(id).await?.ok_or_else(|| ApiError::NotFound("land not found".into()))?;
     Ok(Json(LandView::from(&land)))
 }
 
-pub async fn create(State(state): State<AppState>, _admin: AdminUser, ApiJson(req): ApiJson<CreateLand>) -> ApiResult<(StatusCode, Json<LandView>)> {
+pub async fn create(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    ApiJson(req): ApiJson<CreateLand>,
+) -> ApiResult<(StatusCode, Json<LandView>)> {
     let _guard = state.land_lock.lock().await;
     let land = LandRow {
         id: Uuid::new_v4(),

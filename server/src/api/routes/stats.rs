@@ -60,7 +60,7 @@ pub async fn stats(State(state): State<AppState>, _user: AuthUser) -> Json<WsSta
     Json(WsStats {
         connections: snapshot.connections,
         users_online: snapshot.users.iter().filter(|u| u.status != Status::Offline).count(),
-        avatars: snapshot.users.len(),
+        avatars: snapshot.avatars,
         rooms: snapshot.active_land_rooms,
         // Chat traffic arrives with the chat rooms; until then no messages flow.
         messages_per_second: 0.0,

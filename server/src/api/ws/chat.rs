@@ -124,7 +124,11 @@ async fn run(state: AppState, socket: WebSocket, user_id: Uuid, username: Arc<st
         match msg {
             Some(Ok(Message::Text(text))) => handle_text(&mut ctx, text.as_str()).await,
             Some(Ok(Message::Binary(_))) => {
-                ctx.conn.send_frame(&ServerFrame::error(error_code::INVALID_FRAME, "binary frames are not supported; send JSON text", None));
+                ctx.conn.send_frame(&ServerFrame::error(
+                    error_code::INVALID_FRAME,
+                    "binary frames are not supported; send JSON text",
+                    None,
+                ));
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
             Some(Ok(Message::Close(_))) | None => break,
@@ -241,7 +245,11 @@ async fn handle_text(ctx: &mut Ctx, text: &str) {
                 return;
             }
             let (Ok(x), Ok(y)) = (i32::try_from(x), i32::try_from(y)) else {
-                ctx.conn.send_frame(&ServerFrame::error(error_code::INVALID_POSITION, "position is outside the map", Some(kind.into())));
+                ctx.conn.send_frame(&ServerFrame::error(
+                    error_code::INVALID_POSITION,
+                    "position is outside the map",
+                    Some(kind.into()),
+                ));
                 return;
             };
             WorldCommand::Move { user_id: ctx.user_id, conn_id: ctx.conn.conn_id, to: TilePos::new(x, y) }
@@ -278,6 +286,10 @@ async fn handle_text(ctx: &mut Ctx, text: &str) {
         }
     };
     if ctx.state.world.commands.send(command).await.is_err() {
-        ctx.conn.send_frame(&ServerFrame::error(error_code::UNAVAILABLE, "the world is shutting down", Some(kind.into())));
+        ctx.conn.send_frame(&ServerFrame::error(
+            error_code::UNAVAILABLE,
+            "the world is shutting down",
+            Some(kind.into()),
+        ));
     }
 }
