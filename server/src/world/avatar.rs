@@ -60,16 +60,18 @@ impl Avatar {
 #[derive(Resource, Default, Debug)]
 pub struct UsersIndex(pub HashMap<Uuid, Entity>);
 
-/// The proximity index and the owner of each of its slots.
+/// The proximity index, the owner of each of its slots, and which slots have a connection (so
+/// the tick skips building frames for avatars nobody is listening to without touching them).
 #[derive(Resource)]
 pub struct Proximity {
     pub index: ProximityIndex,
     pub owners: Vec<Entity>,
+    connected: Vec<bool>,
 }
 
 impl Proximity {
     pub fn new(width: u32, height: u32) -> Self {
-        Self { index: ProximityIndex::new(width, height), owners: Vec::new() }
+        Self { index: ProximityIndex::new(width, height), owners: Vec::new(), connected: Vec::new() }
     }
 
     pub fn insert(&mut self, pos: TilePos, radius: u32, owner: Entity) -> Slot {
@@ -77,18 +79,35 @@ impl Proximity {
         let i = slot as usize;
         if self.owners.len() <= i {
             self.owners.resize(i + 1, Entity::PLACEHOLDER);
+            self.connected.resize(i + 1, false);
         }
         self.owners[i] = owner;
+        self.connected[i] = false;
         slot
     }
 
     pub fn owner(&self, slot: Slot) -> Option<Entity> {
         self.owners.get(slot as usize).copied().filter(|e| *e != Entity::PLACEHOLDER)
     }
+
+    pub fn set_connected(&mut self, slot: Slot, connected: bool) {
+        if let Some(c) = self.connected.get_mut(slot as usize) {
+            *c = connected;
+        }
+    }
+
+    pub fn is_connected(&self, slot: Slot) -> bool {
+        self.connected.get(slot as usize).copied().unwrap_or(false)
+    }
 }
+
+/// Avatars with queued moves, so the tick visits only those (not every avatar).
+#[derive(Resource, Default, Debug)]
+pub struct PendingMovers(pub Vec<Entity>);
 
 pub(super) fn plugin(app: &mut App) {
     app.init_resource::<UsersIndex>();
+    app.init_resource::<PendingMovers>();
     let (w, h) = {
         let map = app.world().resource::<super::Map>();
         (map.0.width, map.0.height)

@@ -20,6 +20,10 @@ use super::{Map, TickSet, WorldSettings};
 #[derive(Component, Debug)]
 pub struct Bot;
 
+/// Every bot, so a tick can sample the ones that move without visiting the others.
+#[derive(Resource, Default, Debug)]
+pub struct Bots(pub Vec<Entity>);
+
 /// Percentage of bots that step each tick.
 pub const BOT_MOVE_PERCENT: u64 = 10;
 
@@ -44,6 +48,7 @@ impl BotRng {
 
 pub(super) fn plugin(app: &mut App) {
     app.insert_resource(BotRng::new(0x5eed_1a2d));
+    app.init_resource::<Bots>();
     app.add_systems(Startup, spawn_bots);
     app.add_systems(Update, move_bots.in_set(TickSet::Simulate));
 }
@@ -76,6 +81,7 @@ fn spawn_bots(world: &mut World) {
             Vec::new(),
         );
         world.entity_mut(entity).insert(Bot);
+        world.resource_mut::<Bots>().0.push(entity);
         placed += 1;
     }
     tracing::info!(bots = placed, "simulated avatars spawned");
@@ -84,7 +90,8 @@ fn spawn_bots(world: &mut World) {
 const DIRS: [(i32, i32); 8] = [(1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1)];
 
 fn move_bots(
-    mut bots: Query<(Entity, &mut Avatar), With<Bot>>,
+    bots: Res<Bots>,
+    mut avatars: Query<&mut Avatar, With<Bot>>,
     map: Res<Map>,
     settings: Res<WorldSettings>,
     lands: Res<Lands>,
@@ -92,12 +99,17 @@ fn move_bots(
     mut rng: ResMut<BotRng>,
     mut land_changes: MessageWriter<LandChanged>,
 ) {
-    for (entity, mut avatar) in &mut bots {
+    let n = bots.0.len() as u64;
+    if n == 0 {
+        return;
+    }
+    // About BOT_MOVE_PERCENT% of the bots, sampled with replacement.
+    let moves = (n * BOT_MOVE_PERCENT).div_ceil(100);
+    for _ in 0..moves {
         let r = rng.next_u64();
-        if r % 100 >= BOT_MOVE_PERCENT {
-            continue;
-        }
-        let (dx, dy) = DIRS[((r >> 16) % 8) as usize];
+        let entity = bots.0[(r % n) as usize];
+        let Ok(mut avatar) = avatars.get_mut(entity) else { continue };
+        let (dx, dy) = DIRS[((r >> 40) % 8) as usize];
         let to = TilePos::new(avatar.pos.x + dx, avatar.pos.y + dy);
         if validate_move(&map.0, avatar.pos, to, settings.max_step).is_err() {
             continue;

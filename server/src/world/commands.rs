@@ -13,7 +13,7 @@ use landworld_shared::world::TilePos;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::avatar::{Avatar, MOVE_QUEUE, PendingMove, Proximity, UsersIndex};
+use super::avatar::{Avatar, MOVE_QUEUE, PendingMove, PendingMovers, Proximity, UsersIndex};
 use super::conn::ConnHandle;
 use super::lands::{LandChanged, LandInfo, Lands};
 use super::persist::PersistState;
@@ -132,6 +132,8 @@ fn connect(world: &mut World, user_id: Uuid, username: Arc<str>, conn: ConnHandl
         conn.send_frame(&nearby_frame(world, entity));
         if let Some(mut avatar) = world.get_mut::<Avatar>(entity) {
             avatar.conns.push(conn);
+            let slot = avatar.slot;
+            world.resource_mut::<Proximity>().set_connected(slot, true);
         }
         metrics::gauge!("landworld_ws_connections").increment(1.0);
         return;
@@ -164,7 +166,13 @@ pub fn spawn_avatar(
     conns: Vec<ConnHandle>,
 ) -> Entity {
     let entity = world.spawn_empty().id();
-    let slot = world.resource_mut::<Proximity>().insert(pos, radius, entity);
+    let connected = !conns.is_empty();
+    let slot = {
+        let mut prox = world.resource_mut::<Proximity>();
+        let slot = prox.insert(pos, radius, entity);
+        prox.set_connected(slot, connected);
+        slot
+    };
     let land = world.resource::<Lands>().land_at(pos);
     world.entity_mut(entity).insert(Avatar {
         user_id,
@@ -223,6 +231,7 @@ fn disconnect(world: &mut World, user_id: Uuid, conn_id: Uuid) {
 fn queue_move(world: &mut World, user_id: Uuid, conn_id: Uuid, to: TilePos) {
     let Some(entity) = avatar_entity(world, user_id) else { return };
     let Some(mut avatar) = world.get_mut::<Avatar>(entity) else { return };
+    let was_idle = avatar.pending_moves.is_empty();
     if avatar.pending_moves.len() >= MOVE_QUEUE {
         if let Some(conn) = avatar.conn(conn_id) {
             conn.send_frame(&ServerFrame::error(
@@ -234,6 +243,9 @@ fn queue_move(world: &mut World, user_id: Uuid, conn_id: Uuid, to: TilePos) {
         return;
     }
     avatar.pending_moves.push_back(PendingMove { to, conn_id });
+    if was_idle {
+        world.resource_mut::<PendingMovers>().0.push(entity);
+    }
 }
 
 fn set_radius(world: &mut World, user_id: Uuid, radius: u32) {

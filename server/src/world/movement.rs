@@ -8,7 +8,7 @@ use bevy_ecs::prelude::*;
 use landworld_shared::protocol::ws::{ServerFrame, error_code};
 use landworld_shared::world::{TilePos, WorldMap, chebyshev};
 
-use super::avatar::{Avatar, Proximity};
+use super::avatar::{Avatar, PendingMovers, Proximity};
 use super::lands::{LandChanged, Lands};
 use super::persist::PersistState;
 use super::{Map, TickSet, WorldSettings};
@@ -53,7 +53,9 @@ pub fn validate_move(map: &WorldMap, from: TilePos, to: TilePos, max_step: u32) 
 }
 
 fn apply_moves(
-    mut avatars: Query<(Entity, &mut Avatar)>,
+    mut avatars: Query<&mut Avatar>,
+    mut movers: ResMut<PendingMovers>,
+    mut still_moving: Local<Vec<Entity>>,
     map: Res<Map>,
     settings: Res<WorldSettings>,
     lands: Res<Lands>,
@@ -61,12 +63,13 @@ fn apply_moves(
     mut persist: ResMut<PersistState>,
     mut land_changes: MessageWriter<LandChanged>,
 ) {
-    for (entity, mut avatar) in &mut avatars {
-        // Read first: a mutable access would mark every avatar changed each tick.
-        if avatar.pending_moves.is_empty() {
-            continue;
-        }
+    still_moving.clear();
+    for entity in movers.0.drain(..) {
+        let Ok(mut avatar) = avatars.get_mut(entity) else { continue };
         let Some(mv) = avatar.pending_moves.pop_front() else { continue };
+        if !avatar.pending_moves.is_empty() {
+            still_moving.push(entity);
+        }
         match validate_move(&map.0, avatar.pos, mv.to, settings.max_step) {
             Err(err) => {
                 metrics::counter!("landworld_moves_rejected_total").increment(1);
@@ -98,6 +101,7 @@ fn apply_moves(
             }
         }
     }
+    movers.0.extend(still_moving.drain(..));
 }
 
 #[cfg(test)]

@@ -41,14 +41,13 @@ fn publish_nearby(
     buf.left.clear();
     buf.dirty.clear();
     prox.index.take_changes(buf);
-    let mut seen = EntityHashSet::default();
-    let targets = buf.dirty.iter().filter_map(|&slot| prox.owner(slot)).chain(force.0.drain(..));
+    // Only avatars with a connection get frames; the flag is checked without touching them.
+    let mut sent = EntityHashSet::default();
+    let dirty = buf.dirty.iter().filter(|&&slot| prox.is_connected(slot)).filter_map(|&slot| prox.owner(slot));
+    let targets: Vec<Entity> = dirty.chain(force.0.drain(..)).collect();
     for entity in targets {
-        if !seen.insert(entity) {
-            continue;
-        }
         let Ok(avatar) = avatars.get(entity) else { continue };
-        if avatar.conns.is_empty() {
+        if avatar.conns.is_empty() || !sent.insert(entity) {
             continue;
         }
         avatar.send(&encode(&build_nearby(avatar, &prox, &avatars)));

@@ -58,7 +58,7 @@ pub(super) fn plugin(app: &mut App) {
 
 fn publish_snapshot(
     avatars: Query<&Avatar, Without<Bot>>,
-    all: Query<(), With<Avatar>>,
+    index: Res<super::avatar::UsersIndex>,
     changed: Query<(), (Changed<Avatar>, Without<Bot>)>,
     mut removed: RemovedComponents<Avatar>,
     lands: Res<Lands>,
@@ -89,7 +89,7 @@ fn publish_snapshot(
         })
         .collect();
     let active_land_rooms = lands.members.iter().filter(|m| !m.is_empty()).count();
-    let avatars = all.iter().count();
+    let avatars = index.0.len();
     published.0.store(Arc::new(WorldSnapshot { tick: tick.0, users, connections, avatars, active_land_rooms }));
     dirty.presence = false;
     dirty.last_publish = tick.0;

@@ -130,7 +130,7 @@ fn invalid_moves_are_refused_and_one_move_applies_per_tick() {
     assert!(matches!(&f[0], ServerFrame::Error { code, .. } if code == "invalid_position"));
     h.tick();
     let f = frames(&mut a);
-    assert!(matches!(f[0], ServerFrame::LocationUpdated { x: 6, y: 5, .. }));
+    assert!(matches!(f[0], ServerFrame::LocationUpdated { x: 6, y: 5, .. }), "{f:?}");
     h.tick();
     assert!(matches!(frames(&mut a)[0], ServerFrame::LocationUpdated { x: 7, y: 5, .. }));
     h.move_to(&a, 64, 5);

@@ -23,11 +23,7 @@ pub struct Canvas {
 
 impl Canvas {
     pub fn new(width: u32, height: u32) -> Self {
-        Self {
-            width,
-            height,
-            pixels: vec![[0, 0, 0, 0]; (width * height) as usize],
-        }
+        Self { width, height, pixels: vec![[0, 0, 0, 0]; (width * height) as usize] }
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -67,9 +63,7 @@ impl Tile<'_> {
         if out_a <= 0.0 {
             return;
         }
-        let ch = |i: usize| {
-            ((f32::from(c[i]) * a + f32::from(d[i]) * da * (1.0 - a)) / out_a).round() as u8
-        };
+        let ch = |i: usize| ((f32::from(c[i]) * a + f32::from(d[i]) * da * (1.0 - a)) / out_a).round() as u8;
         self.set(x, y, [ch(0), ch(1), ch(2), (out_a * 255.0).round() as u8]);
     }
 
@@ -99,11 +93,7 @@ fn shade(c: Rgba, d: i32) -> Rgba {
 pub fn draw_tileset() -> Canvas {
     let mut canvas = Canvas::new(COLUMNS * TILE_PX, tiles::rows() * TILE_PX);
     for id in 0..tiles::TILES.len() as u32 {
-        let mut t = Tile {
-            ox: (id % COLUMNS) * TILE_PX,
-            oy: (id / COLUMNS) * TILE_PX,
-            canvas: &mut canvas,
-        };
+        let mut t = Tile { ox: (id % COLUMNS) * TILE_PX, oy: (id / COLUMNS) * TILE_PX, canvas: &mut canvas };
         let mut rng = Rng::new(0x5EED_0000 + u64::from(id));
         match id {
             tiles::GRASS => grass(&mut t, &mut rng, GRASS_BASE, 26),
@@ -157,13 +147,7 @@ fn grass(t: &mut Tile<'_>, rng: &mut Rng, base: Rgba, tufts: u32) {
 
 fn flowers(t: &mut Tile<'_>, rng: &mut Rng) {
     grass(t, rng, GRASS_BASE, 14);
-    let petals = [
-        rgb(250, 250, 250),
-        rgb(246, 214, 64),
-        rgb(236, 110, 150),
-        rgb(220, 70, 60),
-        rgb(170, 120, 230),
-    ];
+    let petals = [rgb(250, 250, 250), rgb(246, 214, 64), rgb(236, 110, 150), rgb(220, 70, 60), rgb(170, 120, 230)];
     for i in 0..6 {
         let x = rng.range(3, 28);
         let y = rng.range(3, 28);
@@ -329,8 +313,7 @@ fn cobble(t: &mut Tile<'_>, rng: &mut Rng) {
             let stone = shade(rgb(172, 168, 160), rng.range(-18, 14));
             for y in row * 8 + 1..row * 8 + 7 {
                 for x in x0 + 1..x0 + w - 1 {
-                    let corner =
-                        (x == x0 + 1 || x == x0 + w - 2) && (y == row * 8 + 1 || y == row * 8 + 6);
+                    let corner = (x == x0 + 1 || x == x0 + w - 2) && (y == row * 8 + 1 || y == row * 8 + 6);
                     if corner {
                         continue;
                     }
@@ -364,11 +347,7 @@ fn bridge(t: &mut Tile<'_>, rng: &mut Rng, east_west: bool) {
                 plank
             };
             if !(3..=28).contains(&y) {
-                *px = if y == 1 || y == 30 {
-                    rgb(90, 58, 32)
-                } else {
-                    rgb(132, 88, 50)
-                };
+                *px = if y == 1 || y == 30 { rgb(90, 58, 32) } else { rgb(132, 88, 50) };
                 if x % 8 == 0 {
                     *px = rgb(70, 44, 24);
                 }

@@ -58,36 +58,15 @@ enum Side {
 }
 
 const THEMES: [(&str, &str); 9] = [
-    (
-        "Westbrook Farms",
-        "Tilled fields, a red barn and a quiet duck pond.",
-    ),
-    (
-        "Northgate",
-        "A riverside village where the river enters the world.",
-    ),
+    ("Westbrook Farms", "Tilled fields, a red barn and a quiet duck pond."),
+    ("Northgate", "A riverside village where the river enters the world."),
     ("Pinewood", "A dense pine forest with a woodcutter's cabin."),
     ("Stonehill", "Rocky uplands crowned by an old stone keep."),
-    (
-        "Central Plaza",
-        "The town square with its fountain; everyone meets here.",
-    ),
-    (
-        "Lakeside",
-        "Cabins and a sandy beach around the great lake.",
-    ),
-    (
-        "Meadowvale",
-        "Wildflower meadows, hedgerows and a farmhouse.",
-    ),
-    (
-        "Market Row",
-        "Shops on both sides of a cobbled market street.",
-    ),
-    (
-        "Sunset Dunes",
-        "Warm sand dunes split by the river on its way south.",
-    ),
+    ("Central Plaza", "The town square with its fountain; everyone meets here."),
+    ("Lakeside", "Cabins and a sandy beach around the great lake."),
+    ("Meadowvale", "Wildflower meadows, hedgerows and a farmhouse."),
+    ("Market Row", "Shops on both sides of a cobbled market street."),
+    ("Sunset Dunes", "Warm sand dunes split by the river on its way south."),
 ];
 
 impl World {
@@ -123,11 +102,7 @@ impl World {
     }
 
     fn top_at(&self, x: i32, y: i32) -> Option<u32> {
-        if self.in_bounds(x, y) {
-            self.top[self.idx(x, y)]
-        } else {
-            None
-        }
+        if self.in_bounds(x, y) { self.top[self.idx(x, y)] } else { None }
     }
 
     fn set_top(&mut self, x: i32, y: i32, id: Option<u32>) {
@@ -144,10 +119,7 @@ impl World {
     }
 
     fn is_open_ground(&self, x: i32, y: i32) -> bool {
-        matches!(
-            self.ground_at(x, y),
-            Some(GRASS | GRASS_DARK | FLOWERS | SAND)
-        ) && self.top_at(x, y).is_none()
+        matches!(self.ground_at(x, y), Some(GRASS | GRASS_DARK | FLOWERS | SAND)) && self.top_at(x, y).is_none()
     }
 
     fn fill_ground(&mut self, x0: i32, y0: i32, w: i32, h: i32, id: u32) {
@@ -189,9 +161,7 @@ impl World {
         }
         for dy in -1..=1 {
             for dx in -1..=1 {
-                if (dx, dy) != (0, 0)
-                    && (!self.walkable(x + dx, y + dy) || self.top_at(x + dx, y + dy).is_some())
-                {
+                if (dx, dy) != (0, 0) && (!self.walkable(x + dx, y + dy) || self.top_at(x + dx, y + dy).is_some()) {
                     return false;
                 }
             }
@@ -238,13 +208,7 @@ impl World {
         }
         // Inner wall splitting large buildings into two rooms, with a two-tile doorway.
         if w >= 12 && h >= 7 {
-            let split = x0
-                + w / 2
-                + if matches!(door, Side::North | Side::South) {
-                    2
-                } else {
-                    0
-                };
+            let split = x0 + w / 2 + if matches!(door, Side::North | Side::South) { 2 } else { 0 };
             let gap = y0 + h / 2;
             for y in y0 + 1..y0 + h - 1 {
                 if y != gap && y != gap - 1 {
@@ -270,11 +234,7 @@ impl World {
             return false;
         }
         for i in 0..len {
-            let (x, y) = if horizontal {
-                (x0 + i, y0)
-            } else {
-                (x0, y0 + i)
-            };
+            let (x, y) = if horizontal { (x0 + i, y0) } else { (x0, y0 + i) };
             self.set_top(x, y, Some(HEDGE));
         }
         true
@@ -330,14 +290,7 @@ impl World {
         }
     }
 
-    fn scatter_obstacles(
-        &mut self,
-        rng: &mut Rng,
-        i: usize,
-        id: u32,
-        tries: u32,
-        ground_ok: &[u32],
-    ) {
+    fn scatter_obstacles(&mut self, rng: &mut Rng, i: usize, id: u32, tries: u32, ground_ok: &[u32]) {
         let (lx, ly, lw, lh) = self.land_rect(i);
         for _ in 0..tries {
             let x = rng.range(lx + 1, lx + lw - 2);
@@ -358,8 +311,7 @@ impl World {
                         }
                         let (px, py) = (x + dx, y + dy);
                         let ok = self.walkable(px, py)
-                            && (pass == 1
-                                || self.ground_at(px, py).is_some_and(|g| prefer.contains(&g)));
+                            && (pass == 1 || self.ground_at(px, py).is_some_and(|g| prefer.contains(&g)));
                         if ok {
                             return (px, py);
                         }
@@ -372,9 +324,7 @@ impl World {
 
     /// Flood-fills (4-connected) from the first spawn; every walkable tile must be reached.
     pub fn check_reachable(&self) -> Result<()> {
-        let Some(start) = self.spawns.first() else {
-            bail!("no spawns")
-        };
+        let Some(start) = self.spawns.first() else { bail!("no spawns") };
         let mut seen = vec![false; self.ground.len()];
         let mut stack = vec![(start.x, start.y)];
         seen[self.idx(start.x, start.y)] = true;
@@ -396,11 +346,7 @@ impl World {
             }
         }
         if !missing.is_empty() {
-            bail!(
-                "{} walkable tiles are unreachable, e.g. {:?}",
-                missing.len(),
-                &missing[..missing.len().min(10)]
-            );
+            bail!("{} walkable tiles are unreachable, e.g. {:?}", missing.len(), &missing[..missing.len().min(10)]);
         }
         for s in &self.spawns {
             if !self.walkable(s.x, s.y) {
@@ -473,10 +419,7 @@ pub fn generate() -> Result<World> {
     for _ in 0..900 {
         let x = rng.range(0, MAP_TILES - 1);
         let y = rng.range(0, MAP_TILES - 1);
-        let in_land = world
-            .lands
-            .iter()
-            .any(|l| x >= l.x && x < l.x + l.width && y >= l.y && y < l.y + l.height);
+        let in_land = world.lands.iter().any(|l| x >= l.x && x < l.x + l.width && y >= l.y && y < l.y + l.height);
         if !in_land {
             world.try_obstacle(x, y, TREE, &[GRASS, GRASS_DARK]);
         }
@@ -510,24 +453,10 @@ fn paint_base(world: &mut World) {
 
 fn paint_water(world: &mut World) {
     // The river enters from the north edge and winds into the lake in Lakeside.
-    let upper = [
-        (146.0, -4.0),
-        (151.0, 14.0),
-        (141.0, 36.0),
-        (148.0, 60.0),
-        (160.0, 82.0),
-        (182.0, 104.0),
-        (204.0, 122.0),
-    ];
+    let upper =
+        [(146.0, -4.0), (151.0, 14.0), (141.0, 36.0), (148.0, 60.0), (160.0, 82.0), (182.0, 104.0), (204.0, 122.0)];
     // Its outflow runs south through the Sunset Dunes to the south edge.
-    let lower = [
-        (214.0, 132.0),
-        (220.0, 152.0),
-        (208.0, 176.0),
-        (200.0, 198.0),
-        (214.0, 222.0),
-        (206.0, 260.0),
-    ];
+    let lower = [(214.0, 132.0), (220.0, 152.0), (208.0, 176.0), (200.0, 198.0), (214.0, 222.0), (206.0, 260.0)];
     for path in [&upper[..], &lower[..]] {
         for (i, (px, py)) in spline(path, 0.25).into_iter().enumerate() {
             let r = 2.1 + value_noise(21, i as f32, 0.0, 40.0) * 1.0;
@@ -570,11 +499,7 @@ fn paint_water(world: &mut World) {
                     world.set_ground(x, y, DEEP_WATER);
                 }
             } else {
-                let reach = if value_noise(41, x as f32, y as f32, 4.0) > 0.55 {
-                    2
-                } else {
-                    1
-                };
+                let reach = if value_noise(41, x as f32, y as f32, 4.0) > 0.55 { 2 } else { 1 };
                 let near = (-reach..=reach).any(|dy| {
                     (-reach..=reach).any(|dx| {
                         (0..MAP_TILES).contains(&(x + dx))
@@ -597,8 +522,7 @@ fn paint_roads(world: &mut World) {
                 // Horizontal road (x = along, y = across) and vertical road (x = across, y = along).
                 for (x, y, bridge) in [(along, across, BRIDGE_H), (across, along, BRIDGE_V)] {
                     let g = world.ground_at(x, y);
-                    if g.is_some_and(tiles::is_water) || g == Some(BRIDGE_H) || g == Some(BRIDGE_V)
-                    {
+                    if g.is_some_and(tiles::is_water) || g == Some(BRIDGE_H) || g == Some(BRIDGE_V) {
                         if !matches!(g, Some(BRIDGE_H | BRIDGE_V)) {
                             world.set_ground(x, y, bridge);
                         }
@@ -618,9 +542,7 @@ fn lane(world: &mut World, (x0, y0): (i32, i32), (x1, y1): (i32, i32), w: i32, i
         for k in 0..w {
             let (px, py) = if horizontal { (x, y + k) } else { (x + k, y) };
             match world.ground_at(px, py) {
-                Some(g) if tiles::is_water(g) => {
-                    world.set_ground(px, py, if horizontal { BRIDGE_H } else { BRIDGE_V })
-                }
+                Some(g) if tiles::is_water(g) => world.set_ground(px, py, if horizontal { BRIDGE_H } else { BRIDGE_V }),
                 Some(GRASS | GRASS_DARK | FLOWERS | SAND | SOIL) => world.set_ground(px, py, id),
                 _ => {}
             }
@@ -637,12 +559,7 @@ fn lane(world: &mut World, (x0, y0): (i32, i32), (x1, y1): (i32, i32), w: i32, i
 fn build_farms(world: &mut World, rng: &mut Rng, i: usize) {
     let (lx, ly, _, _) = world.land_rect(i);
     // Fields of tilled soil with hedgerows along their north edges.
-    for &(fx, fy, fw, fh) in &[
-        (6, 8, 22, 12),
-        (34, 8, 18, 12),
-        (6, 28, 22, 14),
-        (34, 28, 12, 10),
-    ] {
+    for &(fx, fy, fw, fh) in &[(6, 8, 22, 12), (34, 8, 18, 12), (6, 28, 22, 14), (34, 28, 12, 10)] {
         let (x, y) = (lx + fx, ly + fy);
         if world.area_free(x, y, fw, fh) {
             world.fill_ground(x, y, fw, fh, SOIL);
@@ -718,12 +635,7 @@ fn build_plaza(world: &mut World, rng: &mut Rng, i: usize) {
     }
     // Trees lining the square.
     for k in (0..=24).step_by(4) {
-        for (x, y) in [
-            (lx + 24 + k, ly + 22),
-            (lx + 24 + k, ly + 50),
-            (lx + 22, ly + 24 + k),
-            (lx + 50, ly + 24 + k),
-        ] {
+        for (x, y) in [(lx + 24 + k, ly + 22), (lx + 24 + k, ly + 50), (lx + 22, ly + 24 + k), (lx + 50, ly + 24 + k)] {
             world.try_obstacle(x, y, TREE, &[GRASS, GRASS_DARK, FLOWERS]);
         }
     }
@@ -767,14 +679,7 @@ fn build_market(world: &mut World, rng: &mut Rng, i: usize) {
         if k != 2 {
             world.try_building(x, ly + 20, 11, 9, WOOD_FLOOR, Side::South);
         }
-        world.try_building(
-            x,
-            ly + 41,
-            11,
-            9,
-            if k % 2 == 0 { STONE_FLOOR } else { WOOD_FLOOR },
-            Side::North,
-        );
+        world.try_building(x, ly + 41, 11, 9, if k % 2 == 0 { STONE_FLOOR } else { WOOD_FLOOR }, Side::North);
     }
     world.scatter_buildings(rng, i, 4, WOOD_FLOOR);
     world.scatter_obstacles(rng, i, TREE, 200, &[GRASS, GRASS_DARK, FLOWERS]);
@@ -785,10 +690,7 @@ fn build_dunes(world: &mut World, rng: &mut Rng, i: usize) {
     for y in ly - 3..ly + lh + 3 {
         for x in lx - 3..lx + lw + 3 {
             // Depth inside the land, with a ragged edge and a few grassy oases.
-            let depth = (x - lx)
-                .min(lx + lw - 1 - x)
-                .min(y - ly)
-                .min(ly + lh - 1 - y) as f32;
+            let depth = (x - lx).min(lx + lw - 1 - x).min(y - ly).min(ly + lh - 1 - y) as f32;
             let ragged = depth + (value_noise(72, x as f32, y as f32, 3.0) - 0.5) * 7.0;
             let grassy = value_noise(71, x as f32, y as f32, 7.0) > 0.72 || ragged < 0.0;
             if matches!(world.ground_at(x, y), Some(GRASS | GRASS_DARK | FLOWERS)) && !grassy {
@@ -815,10 +717,6 @@ fn place_spawns(world: &mut World) {
     ];
     for (name, x, y, prefer) in wanted {
         let (sx, sy) = world.nearest_walkable(x, y, prefer);
-        world.spawns.push(Spawn {
-            name: name.to_owned(),
-            x: sx,
-            y: sy,
-        });
+        world.spawns.push(Spawn { name: name.to_owned(), x: sx, y: sy });
     }
 }

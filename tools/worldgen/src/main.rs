@@ -69,11 +69,7 @@ fn parse_args() -> Result<Args> {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--out" => out = PathBuf::from(args.next().context("--out needs a directory")?),
-            "--preview" => {
-                preview = Some(PathBuf::from(
-                    args.next().context("--preview needs a file")?,
-                ))
-            }
+            "--preview" => preview = Some(PathBuf::from(args.next().context("--preview needs a file")?)),
             "-h" | "--help" => {
                 println!("usage: landworld-worldgen [--out DIR] [--preview FILE.png]");
                 std::process::exit(0);
@@ -85,14 +81,45 @@ fn parse_args() -> Result<Args> {
 }
 
 fn write_png(path: &Path, canvas: &art::Canvas) -> Result<()> {
-    let file = fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), canvas.width, canvas.height);
+    fs::write(path, encode_png(canvas)?).with_context(|| format!("writing {}", path.display()))
+}
+
+fn encode_png(canvas: &art::Canvas) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, canvas.width, canvas.height);
     encoder.set_color(png::ColorType::Rgba);
     encoder.set_depth(png::BitDepth::Eight);
     let mut writer = encoder.write_header().context("png header")?;
-    writer
-        .write_image_data(&canvas.to_bytes())
-        .context("png data")?;
+    writer.write_image_data(&canvas.to_bytes()).context("png data")?;
     writer.finish().context("png finish")?;
-    Ok(())
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The committed assets are exactly what the generator writes (rerun it after changing it).
+    /// Only where they were generated: `f32::sin` comes from the platform's libm.
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    #[test]
+    fn committed_assets_match_the_generator() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/worlds");
+        let world = layout::generate().expect("generates");
+        let tmx = fs::read_to_string(dir.join(MAP_FILE)).expect("default.tmx");
+        assert!(tmx == tmx::map_tmx(&world, TILESET_FILE), "default.tmx is stale: run cargo run -p landworld-worldgen");
+        let tsx = fs::read_to_string(dir.join(TILESET_FILE)).expect("tileset.tsx");
+        assert_eq!(tsx, tmx::tileset_tsx(IMAGE_FILE), "tileset.tsx is stale");
+        let png = fs::read(dir.join(IMAGE_FILE)).expect("tileset.png");
+        assert!(png == encode_png(&art::draw_tileset()).expect("encodes"), "tileset.png is stale");
+    }
+
+    #[test]
+    fn world_has_the_promised_shape() {
+        let world = layout::generate().expect("generates");
+        assert_eq!((world.width, world.height), (256, 256));
+        assert!(world.lands.len() >= 9);
+        assert!(world.spawns.len() >= 5);
+        world.check_reachable().expect("every walkable tile is reachable");
+    }
 }

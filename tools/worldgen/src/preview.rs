@@ -47,14 +47,5 @@ fn average(tileset: &Canvas, id: u32, x0: u32, y0: u32, step: u32) -> [f32; 4] {
         }
     }
     let n = (step * step) as f32;
-    if sum[3] > 0.0 {
-        [
-            sum[0] / sum[3],
-            sum[1] / sum[3],
-            sum[2] / sum[3],
-            sum[3] / n,
-        ]
-    } else {
-        [0.0; 4]
-    }
+    if sum[3] > 0.0 { [sum[0] / sum[3], sum[1] / sum[3], sum[2] / sum[3], sum[3] / n] } else { [0.0; 4] }
 }

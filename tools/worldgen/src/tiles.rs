@@ -32,91 +32,23 @@ pub const HEDGE: u32 = 16;
 
 /// Tiles in local-id order.
 pub const TILES: [TileDef; 17] = [
-    TileDef {
-        name: "grass",
-        kind: "grass",
-        walkable: true,
-    },
-    TileDef {
-        name: "grass_dark",
-        kind: "grass",
-        walkable: true,
-    },
-    TileDef {
-        name: "flowers",
-        kind: "grass",
-        walkable: true,
-    },
-    TileDef {
-        name: "sand",
-        kind: "sand",
-        walkable: true,
-    },
-    TileDef {
-        name: "water",
-        kind: "water",
-        walkable: false,
-    },
-    TileDef {
-        name: "deep_water",
-        kind: "water",
-        walkable: false,
-    },
-    TileDef {
-        name: "wall",
-        kind: "wall",
-        walkable: false,
-    },
-    TileDef {
-        name: "dirt_path",
-        kind: "path",
-        walkable: true,
-    },
-    TileDef {
-        name: "wood_floor",
-        kind: "floor",
-        walkable: true,
-    },
-    TileDef {
-        name: "stone_floor",
-        kind: "floor",
-        walkable: true,
-    },
-    TileDef {
-        name: "cobblestone",
-        kind: "path",
-        walkable: true,
-    },
-    TileDef {
-        name: "bridge_east_west",
-        kind: "path",
-        walkable: true,
-    },
-    TileDef {
-        name: "bridge_north_south",
-        kind: "path",
-        walkable: true,
-    },
-    TileDef {
-        name: "soil",
-        kind: "grass",
-        walkable: true,
-    },
-    TileDef {
-        name: "tree",
-        kind: "wall",
-        walkable: false,
-    },
-    TileDef {
-        name: "rock",
-        kind: "wall",
-        walkable: false,
-    },
-    TileDef {
-        name: "hedge",
-        kind: "wall",
-        walkable: false,
-    },
+    TileDef { name: "grass", kind: "grass", walkable: true },
+    TileDef { name: "grass_dark", kind: "grass", walkable: true },
+    TileDef { name: "flowers", kind: "grass", walkable: true },
+    TileDef { name: "sand", kind: "sand", walkable: true },
+    TileDef { name: "water", kind: "water", walkable: false },
+    TileDef { name: "deep_water", kind: "water", walkable: false },
+    TileDef { name: "wall", kind: "wall", walkable: false },
+    TileDef { name: "dirt_path", kind: "path", walkable: true },
+    TileDef { name: "wood_floor", kind: "floor", walkable: true },
+    TileDef { name: "stone_floor", kind: "floor", walkable: true },
+    TileDef { name: "cobblestone", kind: "path", walkable: true },
+    TileDef { name: "bridge_east_west", kind: "path", walkable: true },
+    TileDef { name: "bridge_north_south", kind: "path", walkable: true },
+    TileDef { name: "soil", kind: "grass", walkable: true },
+    TileDef { name: "tree", kind: "wall", walkable: false },
+    TileDef { name: "rock", kind: "wall", walkable: false },
+    TileDef { name: "hedge", kind: "wall", walkable: false },
 ];
 
 /// Tile size in pixels.

@@ -41,11 +41,7 @@ pub fn tileset_tsx(image_name: &str) -> String {
         let _ = writeln!(s, r#" <tile id="{id}" type="{}">"#, t.name);
         let _ = writeln!(s, "  <properties>");
         let _ = writeln!(s, r#"   <property name="kind" value="{}"/>"#, t.kind);
-        let _ = writeln!(
-            s,
-            r#"   <property name="walkable" type="bool" value="{}"/>"#,
-            t.walkable
-        );
+        let _ = writeln!(s, r#"   <property name="walkable" type="bool" value="{}"/>"#, t.walkable);
         let _ = writeln!(s, "  </properties>");
         let _ = writeln!(s, " </tile>");
     }
@@ -53,23 +49,11 @@ pub fn tileset_tsx(image_name: &str) -> String {
     s
 }
 
-fn csv_layer(
-    s: &mut String,
-    id: u32,
-    name: &str,
-    width: i32,
-    height: i32,
-    gids: impl Fn(usize) -> u32,
-) {
-    let _ = writeln!(
-        s,
-        r#" <layer id="{id}" name="{name}" width="{width}" height="{height}">"#
-    );
+fn csv_layer(s: &mut String, id: u32, name: &str, width: i32, height: i32, gids: impl Fn(usize) -> u32) {
+    let _ = writeln!(s, r#" <layer id="{id}" name="{name}" width="{width}" height="{height}">"#);
     let _ = writeln!(s, r#"  <data encoding="csv">"#);
     for y in 0..height {
-        let row: Vec<String> = (0..width)
-            .map(|x| gids((y * width + x) as usize).to_string())
-            .collect();
+        let row: Vec<String> = (0..width).map(|x| gids((y * width + x) as usize).to_string()).collect();
         s.push_str(&row.join(","));
         if y + 1 < height {
             s.push(',');
@@ -92,23 +76,12 @@ pub fn map_tmx(world: &World, tileset_name: &str) -> String {
     );
     let _ = writeln!(s, " <properties>");
     let _ = writeln!(s, r#"  <property name="name" value="Landworld"/>"#);
-    let _ = writeln!(
-        s,
-        r#"  <property name="generator" value="landworld-worldgen"/>"#
-    );
+    let _ = writeln!(s, r#"  <property name="generator" value="landworld-worldgen"/>"#);
     let _ = writeln!(s, " </properties>");
-    let _ = writeln!(
-        s,
-        r#" <tileset firstgid="1" source="{}"/>"#,
-        esc(tileset_name)
-    );
+    let _ = writeln!(s, r#" <tileset firstgid="1" source="{}"/>"#, esc(tileset_name));
     // Tiled stores global ids: local id + firstgid (1); 0 means "no tile".
-    csv_layer(&mut s, 1, "ground", world.width, world.height, |i| {
-        world.ground[i] + 1
-    });
-    csv_layer(&mut s, 2, "structures", world.width, world.height, |i| {
-        world.top[i].map_or(0, |t| t + 1)
-    });
+    csv_layer(&mut s, 1, "ground", world.width, world.height, |i| world.ground[i] + 1);
+    csv_layer(&mut s, 2, "structures", world.width, world.height, |i| world.top[i].map_or(0, |t| t + 1));
     let mut object_id = 1;
     let _ = writeln!(s, r#" <objectgroup id="3" name="lands">"#);
     for land in &world.lands {
@@ -122,11 +95,7 @@ pub fn map_tmx(world: &World, tileset_name: &str) -> String {
             land.height * px
         );
         let _ = writeln!(s, "   <properties>");
-        let _ = writeln!(
-            s,
-            r#"    <property name="description" value="{}"/>"#,
-            esc(land.description)
-        );
+        let _ = writeln!(s, r#"    <property name="description" value="{}"/>"#, esc(land.description));
         let _ = writeln!(s, "   </properties>");
         let _ = writeln!(s, "  </object>");
         object_id += 1;

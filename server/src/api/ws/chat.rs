@@ -30,6 +30,8 @@ use crate::store::{ms_to_rfc3339, now_ms};
 use crate::world::WorldCommand;
 use crate::world::conn::{ConnControl, ConnHandle, OutFrame};
 
+/// Largest frame the transport reads before giving up on the connection.
+const READ_LIMIT: usize = 1024 * 1024;
 /// Frames written per flush at most.
 const WRITE_BATCH: usize = 64;
 /// All frames: rate and burst per connection.
@@ -48,7 +50,11 @@ pub async fn connect(
     if !super::origin_allowed(&headers, &state.config.allowed_origins) {
         return ApiError::Forbidden("origin not allowed".into()).into_response();
     }
-    let ws = ws.max_message_size(MAX_FRAME_BYTES).max_frame_size(MAX_FRAME_BYTES);
+    // The transport reads frames up to READ_LIMIT so that a frame just over the protocol limit
+    // is consumed whole and answered with a clean close 1009 (closing with unread bytes in the
+    // socket would reset the connection before the client reads the close frame). Anything
+    // bigger fails at the transport and is closed with 1009 too.
+    let ws = ws.max_message_size(READ_LIMIT).max_frame_size(READ_LIMIT);
     let claims = params.get("token").and_then(|t| state.keys.verify(t).ok());
     let user = match claims {
         Some(c) => match state.db.user_by_id(c.sub).await {
@@ -122,6 +128,14 @@ async fn run(state: AppState, socket: WebSocket, user_id: Uuid, username: Arc<st
             msg = stream.next() => msg,
         };
         match msg {
+            Some(Ok(Message::Text(text))) if text.len() > MAX_FRAME_BYTES => {
+                control.close(close_code::TOO_BIG);
+                break;
+            }
+            Some(Ok(Message::Binary(data))) if data.len() > MAX_FRAME_BYTES => {
+                control.close(close_code::TOO_BIG);
+                break;
+            }
             Some(Ok(Message::Text(text))) => handle_text(&mut ctx, text.as_str()).await,
             Some(Ok(Message::Binary(_))) => {
                 ctx.conn.send_frame(&ServerFrame::error(

@@ -1,0 +1,128 @@
+//! `--screenshot FILE --frames N`: once the tile map is spawned and the GPU has no render
+//! pipelines left to compile, render `N` more frames, capture the primary window with
+//! `Screenshot::primary_window()` + `save_to_disk`, wait until the PNG is on disk, then exit 0.
+//! Gives up with exit code 2 after [`TIMEOUT`].
+//!
+//! Pipelines compile asynchronously, so "N frames" alone could capture a frame drawn before
+//! the tile map's shader was ready; a render-world system publishes how many pipelines are still
+//! waiting, and frames only count while that is zero.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bevy::prelude::*;
+use bevy::render::render_resource::PipelineCache;
+use bevy::render::view::screenshot::{Screenshot, ScreenshotCaptured, save_to_disk};
+use bevy::render::{Render, RenderApp, RenderSystems};
+
+use crate::render::tilemap::TilemapStatus;
+
+/// Longest a screenshot run may take, from start to file.
+pub const TIMEOUT: Duration = Duration::from_secs(180);
+
+pub struct ScreenshotPlugin {
+    pub path: PathBuf,
+    pub frames: u32,
+}
+
+/// Pipelines still compiling, as last seen by the render world.
+#[derive(Resource, Clone, Default)]
+struct WaitingPipelines(Arc<AtomicUsize>);
+
+#[derive(Resource)]
+struct ScreenshotJob {
+    path: PathBuf,
+    frames: u32,
+    ready_frames: u32,
+    started: Instant,
+    state: JobState,
+}
+
+#[derive(PartialEq, Eq, Debug)]
+enum JobState {
+    Rendering,
+    Requested,
+    Captured,
+}
+
+impl Plugin for ScreenshotPlugin {
+    fn build(&self, app: &mut App) {
+        // A stale file from an earlier run must not pass for this run's screenshot.
+        if let Err(err) = std::fs::remove_file(&self.path)
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!(path = %self.path.display(), %err, "cannot remove the old screenshot");
+        }
+        let waiting = WaitingPipelines(Arc::new(AtomicUsize::new(usize::MAX)));
+        app.insert_resource(waiting.clone())
+            .insert_resource(ScreenshotJob {
+                path: self.path.clone(),
+                frames: self.frames,
+                ready_frames: 0,
+                started: Instant::now(),
+                state: JobState::Rendering,
+            })
+            .add_systems(Update, drive_screenshot);
+        if let Some(render_app) = app.get_sub_app_mut(RenderApp) {
+            render_app
+                .insert_resource(waiting)
+                .add_systems(Render, count_waiting_pipelines.in_set(RenderSystems::Cleanup));
+        } else {
+            warn!("no render app: the screenshot will be taken after {} frames only", self.frames);
+            app.world_mut().resource::<WaitingPipelines>().0.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+fn count_waiting_pipelines(cache: Res<PipelineCache>, waiting: Res<WaitingPipelines>) {
+    waiting.0.store(cache.waiting_pipelines().count(), Ordering::Relaxed);
+}
+
+fn drive_screenshot(
+    mut commands: Commands,
+    mut job: ResMut<ScreenshotJob>,
+    status: Res<TilemapStatus>,
+    waiting: Res<WaitingPipelines>,
+    mut exit: MessageWriter<AppExit>,
+) {
+    if job.started.elapsed() > TIMEOUT {
+        error!(state = ?job.state, "screenshot timed out");
+        exit.write(AppExit::from_code(2));
+        return;
+    }
+    match job.state {
+        JobState::Rendering => {
+            if status.spawned && waiting.0.load(Ordering::Relaxed) == 0 {
+                job.ready_frames += 1;
+            } else {
+                job.ready_frames = 0;
+            }
+            if job.ready_frames >= job.frames {
+                info!(path = %job.path.display(), frames = job.frames, "taking screenshot");
+                commands
+                    .spawn(Screenshot::primary_window())
+                    .observe(save_to_disk(job.path.clone()))
+                    .observe(mark_captured);
+                job.state = JobState::Requested;
+            }
+        }
+        JobState::Requested => {}
+        JobState::Captured => {
+            // `save_to_disk` writes synchronously when the capture arrives; the file is complete
+            // once it exists, which is at the latest a frame after `mark_captured` ran.
+            match std::fs::metadata(&job.path) {
+                Ok(meta) if meta.len() > 0 => {
+                    info!(path = %job.path.display(), bytes = meta.len(), "screenshot saved");
+                    exit.write(AppExit::Success);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn mark_captured(_captured: On<ScreenshotCaptured>, mut job: ResMut<ScreenshotJob>) {
+    job.state = JobState::Captured;
+}
