@@ -2,9 +2,10 @@
 //!
 //! Random maps (1..=200 tiles a side) get random sequences of inserts, one-step moves, teleports,
 //! out-of-map positions (clamped), removals, radius changes (including out-of-range radii),
-//! point and rectangle queries, and `take_changes` calls. The test keeps its own model of every
-//! live slot (clamped position and radius) and after every operation checks `nearby`/`observers`
-//! of every slot against the brute-force Chebyshev sets. At every take it checks the changes:
+//! batches of moves through `move_batch` (steps and teleports, a slot possibly listed several
+//! times, unknown slots mixed in), point and rectangle queries, and `take_changes` calls. The
+//! test keeps its own model of every live slot (clamped position and radius) and after every
+//! operation checks `nearby`/`observers` of every slot against the brute-force Chebyshev sets. At every take it checks the changes:
 //! applying `left` and `entered` onto the sets of the previous take must give the current sets,
 //! each pair at most once and in one list only; `dirty` must be deduplicated, live, and cover
 //! every observer whose set changed or one of whose members moved, plus every slot inserted in
@@ -51,6 +52,12 @@ enum Op {
         h: u32,
         r: u32,
     },
+    /// `move_batch` of `(pick, teleport, a, b)`: a step by `(a, b)` clamped to `-1..=1` from
+    /// where the previous entries left the slot, or a teleport to `(a, b)`; `pick == 0` with
+    /// `teleport` stands for an unknown slot.
+    Batch {
+        moves: Vec<(usize, bool, i32, i32)>,
+    },
     Take,
 }
 
@@ -64,6 +71,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (-60i32..260, -60i32..260, 0u32..=80).prop_map(|(x, y, r)| Op::Query { x, y, r }),
         1 => (-60i32..260, -60i32..260, 0u32..40, 0u32..40, 0u32..=30)
             .prop_map(|(x, y, w, h, r)| Op::QueryRect { x, y, w, h, r }),
+        2 => prop::collection::vec((any::<usize>(), prop::bool::weighted(0.2), -5i32..215, -5i32..215), 0..12)
+            .prop_map(|moves| Op::Batch { moves }),
         2 => Just(Op::Take),
     ]
 }
@@ -162,23 +171,11 @@ fn check_take(ix: &mut ProximityIndex, m: &mut Model, cur: &Sets) -> Result<(), 
     let mut replay = m.prev_sets.clone();
     for &(o, x) in &ch.left {
         let s = replay.entry(o).or_default();
-        prop_assert!(
-            s.remove(&x),
-            "left ({}, {}) but {} was not in the set",
-            o,
-            x,
-            x
-        );
+        prop_assert!(s.remove(&x), "left ({}, {}) but {} was not in the set", o, x, x);
     }
     for &(o, x) in &ch.entered {
         let s = replay.entry(o).or_default();
-        prop_assert!(
-            s.insert(x),
-            "entered ({}, {}) but {} was already in the set",
-            o,
-            x,
-            x
-        );
+        prop_assert!(s.insert(x), "entered ({}, {}) but {} was already in the set", o, x, x);
     }
     replay.retain(|k, _| m.live.contains_key(k));
     for (&k, s) in cur {
@@ -202,9 +199,7 @@ fn check_take(ix: &mut ProximityIndex, m: &mut Model, cur: &Sets) -> Result<(), 
             continue;
         }
         let before = m.prev_sets.get(&o).cloned().unwrap_or_default();
-        let member_moved = s
-            .iter()
-            .any(|b| before.contains(b) && m.prev_pos.get(b) != m.live.get(b).map(|v| &v.0));
+        let member_moved = s.iter().any(|b| before.contains(b) && m.prev_pos.get(b) != m.live.get(b).map(|v| &v.0));
         if before != *s || member_moved {
             prop_assert!(dirty.contains(&o), "{} changed but is not dirty", o);
         }
@@ -271,12 +266,8 @@ fn run(w: u32, h: u32, ops: &[Op]) -> Result<(), TestCaseError> {
                 ix.query(TilePos::new(x, y), r, &mut out);
                 let got: BTreeSet<Slot> = out.iter().copied().collect();
                 prop_assert_eq!(got.len(), out.len(), "duplicate in query");
-                let want: BTreeSet<Slot> = m
-                    .live
-                    .iter()
-                    .filter(|(_, v)| chebyshev(TilePos::new(x, y), v.0) <= r)
-                    .map(|(&k, _)| k)
-                    .collect();
+                let want: BTreeSet<Slot> =
+                    m.live.iter().filter(|(_, v)| chebyshev(TilePos::new(x, y), v.0) <= r).map(|(&k, _)| k).collect();
                 prop_assert_eq!(got, want, "query");
             }
             Op::QueryRect { x, y, w, h, r } => {
@@ -291,6 +282,28 @@ fn run(w: u32, h: u32, ops: &[Op]) -> Result<(), TestCaseError> {
                     .map(|(&k, _)| k)
                     .collect();
                 prop_assert_eq!(got, want, "query_rect");
+            }
+            Op::Batch { ref moves } => {
+                let mut batch = Vec::new();
+                for &(pick, teleport, a, b) in moves {
+                    if teleport && pick == 0 {
+                        batch.push((ix.slot_bound() as Slot + 7, TilePos::new(a, b)));
+                        continue;
+                    }
+                    let Some(s) = m.pick(pick) else { continue };
+                    let to = if teleport {
+                        TilePos::new(a, b)
+                    } else {
+                        let p = m.live[&s].0;
+                        TilePos::new(p.x + a.clamp(-1, 1), p.y + b.clamp(-1, 1))
+                    };
+                    batch.push((s, to));
+                    let c = m.clamp(to.x, to.y);
+                    m.live.entry(s).and_modify(|v| v.0 = c);
+                }
+                let before = batch.clone();
+                ix.move_batch(&batch);
+                prop_assert_eq!(batch, before, "move_batch modified its input");
             }
             Op::Take => {
                 let cur = check_sets(&ix, &m)?;

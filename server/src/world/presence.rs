@@ -43,10 +43,8 @@ pub fn broadcast_presence(world: &mut World, entity: Entity) {
     });
     let mut recipients = EntityHashSet::default();
     recipients.insert(entity);
-    if let Some(land) = avatar.land {
-        if let Some(members) = world.resource::<Lands>().members.get(land) {
-            recipients.extend(members.iter().copied());
-        }
+    if let Some(members) = avatar.land.and_then(|land| world.resource::<Lands>().members.get(land)) {
+        recipients.extend(members.iter().copied());
     }
     let prox = world.resource::<Proximity>();
     recipients.extend(prox.index.observers(avatar.slot).iter().filter_map(|&s| prox.owner(s)));

@@ -16,8 +16,11 @@
 //!
 //! # Design
 //!
-//! The tick's cost is memory latency, not arithmetic: a random tenth of the avatars move, so every
-//! move lands on cold memory. The layout therefore minimises the cache lines one move touches.
+//! A tick is a few thousand independent moves, each landing on memory the previous one did not
+//! touch, so the layout minimises the cache lines one move touches, and the scan of a move's
+//! candidates is kept free of unpredictable branches. (Measured: at the 100,000-avatar density,
+//! a move costs about the same on a 512×512 map whose index fits in L2 as on the 2048×2048 one,
+//! so past that layout the per-candidate work, not cache misses, is what is left.)
 //!
 //! - **Two uniform grids ("tiers")** hold the slots: radius ≤ [`SMALL_TIER_MAX_RADIUS`] in a fine
 //!   grid (16×16-tile cells), larger radii in a coarse one (128×128). A move scans each non-empty
@@ -28,28 +31,38 @@
 //!   entries `(slot, x, y, radius)` with the position relative to the cell corner (hence cells of
 //!   at most 256 tiles and maps of at most [`MAX_SIDE`] tiles a side). Seven entries fit the first
 //!   line, so a sparse cell costs one line; a crowded cell spills into a side vector. A scan
-//!   reads rows of adjacent cells and rejects entries outside its box on the packed coordinates
-//!   before unpacking anything. Each slot knows its cell; leaving it is a swap-remove after a
-//!   search of that (small, already cached) cell. Cell sizes were picked by measurement with
+//!   reads rows of adjacent cells. The cell is recomputed from the slot's position; leaving it
+//!   is a swap-remove after a search of that (small, already cached) cell. Cell sizes were picked by measurement with
 //!   `benches/proximity_tick.rs` (16 beat 8 for the fine grid: fewer lines per scan).
 //! - **A move reads only the grid.** The sets are exact before a move of `a` from `p` to `q`, so
 //!   membership before the move is a pure function of the *current* positions: `c ∈ S(a)` iff
 //!   `d(p, c) ≤ r_a`, `c ∈ R(a)` iff `d(p, c) ≤ r_c`. One scan of the box covering both `p` and
 //!   `q` grown by `Q` (two scans for a teleport) sees every slot whose relation to `a` can change,
-//!   with its position and radius inline, and compares before and after. The stored lists are
-//!   touched only where a pair actually enters or leaves; observers that keep `a` are only
-//!   flagged dirty. Work per move is the number of slots in those few cells: never all-pairs,
+//!   with its position and radius inline, and compares before and after.
+//! - **Branch-free candidate test** (`Mover::scan`): for every entry of the scanned cells, both
+//!   distances and "a relation changes, or it observes `a`" are computed with plain arithmetic
+//!   and the few hits compacted into a 16-entry buffer; only hits take branches. (Random
+//!   neighbours make a per-entry `if` a coin flip: a misprediction per candidate.) The stored
+//!   lists are touched only where a pair actually enters or leaves; observers that keep `a` are
+//!   only flagged dirty. Work per move is the number of slots in those few cells: never all-pairs,
 //!   nothing hashed, nothing allocated in the steady state.
 //! - **Per-slot lists** `S` and `R` share one cache line per slot, each holding up to six slots
 //!   inline before moving to the heap.
-//! - **Flags in one byte per slot** (alive, dirty, event counts) keep dirty dedup and the
-//!   filtering in `take_changes` in cache. Netting pairs (so each pair is reported at most once
-//!   per window) sorts only the events of observers with two or more events in the window.
+//! - **Flags in one byte per slot** (alive, dirty, event counts, batch dedup) keep dirty dedup
+//!   and the filtering in `take_changes` in cache. Netting pairs (so each pair is reported at
+//!   most once per window) sorts only the events of observers with two or more events in the
+//!   window.
+//! - **Batches** ([`ProximityIndex::move_batch`]) keep each slot's last move, update the slot
+//!   table in one loop of independent accesses, then file the moves in cell order (radix sort),
+//!   so consecutive moves scan overlapping, cached cells. The result equals the moves one by
+//!   one. Deferring the nearby/observer list updates of a batch and applying them sorted by slot
+//!   was tried and measured no faster, so lists are updated as pairs change, as in `move_to`.
 //!
 //! Measured with `benches/proximity_tick.rs` (2048×2048 map, radius 5, 10 % of avatars step each
-//! tick): 10,000 avatars ≈ 0.2–0.3 ms per tick, 100,000 ≈ 7–8 ms on a quiet 16-core Xeon VM and
-//! ≈ 15 ms on the shared 2-core development box; the all-pairs baseline at 10,000 takes
-//! 100–210 ms.
+//! tick), CPU time per tick on the shared 2-core development box: 10,000 avatars ≈ 0.18–0.23 ms
+//! (per move or batched); 100,000 ≈ 6.2–7.3 ms one `move_to` at a time, 6.0–6.2 ms with
+//! `move_batch`; with 1 % at radius 50, 11–12 ms and 9.1–9.9 ms. The all-pairs baseline at
+//! 10,000 takes ≈ 130 ms.
 //!
 //! Positions outside the map are **clamped** onto the map's nearest tile; out-of-range or freed
 //! slot ids are no-ops for mutators and `None`/empty for readers. No method panics.
@@ -83,6 +96,8 @@ const DIRTY: u8 = 2;
 /// have a pair to net).
 const EV1: u8 = 4;
 const EV2: u8 = 8;
+/// Already has a (later) move in the batch being read by [`ProximityIndex::move_batch`].
+const BATCHED: u8 = 16;
 
 /// The changes recorded by a [`ProximityIndex`] between two calls of
 /// [`ProximityIndex::take_changes`].
@@ -118,7 +133,6 @@ impl ProximityChanges {
 struct Entry {
     slot: Slot,
     pos: TilePos,
-    radius: u32,
 }
 
 /// Per-slot position and radius, 6 bytes so the table stays in L2 (coordinates fit a `u16`
@@ -260,11 +274,7 @@ impl Packed {
     /// The entry, given its cell's corner.
     #[inline(always)]
     fn unpack(&self, ox: i32, oy: i32) -> Entry {
-        Entry {
-            slot: self.slot,
-            pos: TilePos::new(ox + i32::from(self.dx), oy + i32::from(self.dy)),
-            radius: u32::from(self.radius),
-        }
+        Entry { slot: self.slot, pos: TilePos::new(ox + i32::from(self.dx), oy + i32::from(self.dy)) }
     }
 }
 
@@ -344,11 +354,18 @@ impl Grid {
         (cell.inline.get(..n).unwrap_or(&[]), spill)
     }
 
-    /// Calls `f` on every entry within Chebyshev `radius` of `area` grown into a box (a square
-    /// around a point), clipped to a `w x h` map. Entries of the covered cells that fall outside
-    /// the box are rejected on their packed in-cell coordinates, before anything is unpacked.
+    /// Calls `f(ox, oy, entries, x_range, y_range)` for every cell meeting the box `area` grown
+    /// by `radius`, clipped to a `w x h` map: the cell's corner, its entries (inline ones, then
+    /// spilled ones, in two calls), and the box's part of the cell as in-cell `(offset, span)`.
     #[inline(always)]
-    fn visit(&self, (x0, y0, x1, y1): Area, radius: u32, w: u32, h: u32, mut f: impl FnMut(&Entry)) {
+    fn visit_cells(
+        &self,
+        (x0, y0, x1, y1): Area,
+        radius: u32,
+        w: u32,
+        h: u32,
+        mut f: impl FnMut(i32, i32, &[Packed], (u32, u32), (u32, u32)),
+    ) {
         let r = i64::from(radius);
         let lx = (x0 - r).max(0);
         let ly = (y0 - r).max(0);
@@ -374,23 +391,28 @@ impl Grid {
             for cell in cells {
                 let rx0 = lx.max(ox) - ox;
                 let rxs = hx.min(ox + last) - ox - rx0;
-                let inside =
-                    |p: &Packed| u32::from(p.dx).wrapping_sub(rx0) <= rxs && u32::from(p.dy).wrapping_sub(ry0) <= rys;
                 let (inline, spill) = self.entries(cell);
-                // Two plain loops: a `chain` costs more per entry than the work itself.
-                for p in inline {
-                    if inside(p) {
-                        f(&p.unpack(ox as i32, oy as i32));
-                    }
-                }
-                for p in spill {
-                    if inside(p) {
-                        f(&p.unpack(ox as i32, oy as i32));
-                    }
+                f(ox as i32, oy as i32, inline, (rx0, rxs), (ry0, rys));
+                if !spill.is_empty() {
+                    f(ox as i32, oy as i32, spill, (rx0, rxs), (ry0, rys));
                 }
                 ox += 1 << s;
             }
         }
+    }
+
+    /// Calls `f` on every entry within Chebyshev `radius` of `area` grown into a box (a square
+    /// around a point), clipped to a `w x h` map. Entries of the covered cells that fall outside
+    /// the box are rejected on their packed in-cell coordinates, before anything is unpacked.
+    #[inline(always)]
+    fn visit(&self, area: Area, radius: u32, w: u32, h: u32, mut f: impl FnMut(&Entry)) {
+        self.visit_cells(area, radius, w, h, |ox, oy, entries, (rx0, rxs), (ry0, rys)| {
+            for p in entries {
+                if u32::from(p.dx).wrapping_sub(rx0) <= rxs && u32::from(p.dy).wrapping_sub(ry0) <= rys {
+                    f(&p.unpack(ox, oy));
+                }
+            }
+        });
     }
 
     /// The stored entry of `slot` in `cell`.
@@ -532,31 +554,109 @@ impl Recorder<'_> {
         self.event(o);
     }
 
-    /// Slot `a` (radius `r_a`) went from distance `d_old` to `d_new` of entry `e`
+    /// Slot `a` (radius `r_a`) went from distance `d_old` to `d_new` of the candidate in `h`
     /// (`u32::MAX`: not on the map). Records what changed on both sides. Kept out of line so
     /// the scan loops that call it for the few close candidates stay small.
     #[inline(never)]
-    fn relate(&mut self, a: Slot, r_a: u32, e: &Entry, d_old: u32, d_new: u32) {
-        let (s_old, s_new) = (d_old <= r_a, d_new <= r_a);
+    fn relate(&mut self, a: Slot, r_a: u32, h: &Hit) {
+        let (s_old, s_new) = (h.d_old <= r_a, h.d_new <= r_a);
         if s_new != s_old {
             if s_new {
-                self.enter(a, e.slot);
+                self.enter(a, h.slot);
             } else {
-                self.leave(a, e.slot);
+                self.leave(a, h.slot);
             }
         }
-        let (r_old, r_new) = (d_old <= e.radius, d_new <= e.radius);
+        let (r_old, r_new) = (h.d_old <= h.radius, h.d_new <= h.radius);
         if r_new != r_old {
             if r_new {
-                self.enter(e.slot, a);
+                self.enter(h.slot, a);
             } else {
-                self.leave(e.slot, a);
+                self.leave(h.slot, a);
             }
         } else if r_new {
             // `a` stays in S(c) but moved.
-            self.dirty(e.slot);
+            self.dirty(h.slot);
         }
     }
+}
+
+/// A candidate whose relation to a moving slot changes or that observes it: what
+/// [`Recorder::relate`] needs.
+#[derive(Debug, Clone, Copy, Default)]
+struct Hit {
+    slot: Slot,
+    radius: u32,
+    d_old: u32,
+    d_new: u32,
+}
+
+/// Entries examined per round of [`Mover::scan`].
+const HIT_CHUNK: usize = 16;
+
+/// Where a [`Mover::scan`] may find the hits of a pass: `d_new` within `lo..=hi`.
+type NewRange = (u32, u32);
+
+/// A slot moving from `old` to `new` with radius `r_a`, as the branch-free candidate scan sees it.
+#[derive(Debug, Clone, Copy)]
+struct Mover {
+    slot: Slot,
+    r_a: u32,
+    old: (i32, i32),
+    new: (i32, i32),
+}
+
+impl Mover {
+    /// Hands every entry of a cell (corner `ox, oy`) that `relate` has to see to `f`. The
+    /// entries are examined in rounds of [`HIT_CHUNK`]: distances and the "relation changes or
+    /// observes the mover" test are computed for each without a branch and the hits compacted
+    /// into a small buffer, so the unpredictable per-candidate decisions cost no mispredictions;
+    /// only the few hits take branches.
+    #[inline(always)]
+    fn scan(&self, entries: &[Packed], ox: i32, oy: i32, (lo, hi): NewRange, f: &mut impl FnMut(&Hit)) {
+        let (ax, ay) = (self.old.0 - ox, self.old.1 - oy);
+        let (bx, by) = (self.new.0 - ox, self.new.1 - oy);
+        let mut buf = [Hit::default(); HIT_CHUNK];
+        for chunk in entries.chunks(HIT_CHUNK) {
+            let mut n = 0;
+            for p in chunk {
+                let (x, y) = (i32::from(p.dx), i32::from(p.dy));
+                let d_old = (x - ax).unsigned_abs().max((y - ay).unsigned_abs());
+                let d_new = (x - bx).unsigned_abs().max((y - by).unsigned_abs());
+                let radius = u32::from(p.radius);
+                let changes = (d_old <= self.r_a) != (d_new <= self.r_a);
+                let observes = (d_old <= radius) | (d_new <= radius);
+                let keep = (changes | observes) & (p.slot != self.slot) & (d_new >= lo) & (d_new <= hi);
+                // `n` is at most the index in the chunk here, so the mask never changes it.
+                buf[n & (HIT_CHUNK - 1)] = Hit { slot: p.slot, radius, d_old, d_new };
+                n += usize::from(keep);
+            }
+            for h in buf.iter().take(n) {
+                f(h);
+            }
+        }
+    }
+}
+
+/// One move of a batch, clamped and deduplicated, filed by the cell it leaves.
+#[derive(Debug, Clone, Copy, Default)]
+struct BatchMove {
+    /// Sort key: the cell left (coarse cells numbered after the fine ones).
+    key: u32,
+    slot: Slot,
+    /// The slot's record before the move.
+    old: SlotData,
+    new_x: u16,
+    new_y: u16,
+}
+
+/// Reused buffers of [`ProximityIndex::move_batch`].
+#[derive(Debug, Clone, Default)]
+struct BatchScratch {
+    moves: Vec<BatchMove>,
+    moves_tmp: Vec<BatchMove>,
+    /// Radix sort buckets.
+    counts: Vec<u32>,
 }
 
 /// The incremental proximity index. See the module documentation.
@@ -580,6 +680,8 @@ pub struct ProximityIndex {
     changes: ProximityChanges,
     /// Reused buffers for netting `(entered, left)` in `take_changes`.
     net_scratch: (Vec<(Slot, Slot)>, Vec<(Slot, Slot)>),
+    /// Reused buffers of `move_batch`.
+    batch: BatchScratch,
 }
 
 impl Default for ProximityIndex {
@@ -628,6 +730,7 @@ impl ProximityIndex {
             len: 0,
             changes: ProximityChanges::default(),
             net_scratch: (Vec::new(), Vec::new()),
+            batch: BatchScratch::default(),
         }
     }
 
@@ -782,7 +885,72 @@ impl ProximityIndex {
         if new == old {
             return;
         }
-        let r = d.radius();
+        if let Some(s) = self.slots.get_mut(slot as usize) {
+            s.set_pos(new);
+        }
+        self.refile(slot, d, new);
+    }
+
+    /// Applies several moves at once: the same end state as calling [`Self::move_to`] for each
+    /// `(slot, pos)` in order. The moves are first applied to the slot table (independent reads
+    /// the CPU overlaps) and then filed into the grid in cell order (a stable radix sort), so
+    /// neighbouring moves scan the same, already cached cells. `moves` is not modified.
+    ///
+    /// Guarantees, compared with the calls one by one:
+    /// - positions, `nearby` and `observers` sets afterwards are identical;
+    /// - a slot listed more than once moves straight to its **last** position (the earlier ones
+    ///   are skipped, as if it had teleported); unknown or freed slots are ignored, as by
+    ///   `move_to`;
+    /// - the changes handed out by the next [`Self::take_changes`] follow the same rules (net
+    ///   pairs against the sets at the previous take; `dirty` holds every observer whose list
+    ///   changed or one of whose members moved). Within a batch the moves of different slots
+    ///   happen in an unspecified order, so `dirty` may include observers whose list changed
+    ///   only transiently, exactly as the same moves issued one by one in some order would.
+    pub fn move_batch(&mut self, moves: &[(Slot, TilePos)]) {
+        let mut batch = std::mem::take(&mut self.batch.moves);
+        batch.clear();
+        let (mx, my) = ((self.width - 1) as i32, (self.height - 1) as i32);
+        let fine_cells = self.grids[0].cells.len() as u32;
+        // Newest first, so a slot's last move is the one kept. Each kept move is applied to the
+        // slot table here (so this loop's independent random reads overlap) and filed under the
+        // cell it leaves.
+        for &(slot, pos) in moves.iter().rev() {
+            let i = slot as usize;
+            let Some(f) = self.flags.get_mut(i) else { continue };
+            if *f & (ALIVE | BATCHED) != ALIVE {
+                continue;
+            }
+            *f |= BATCHED;
+            let Some(d) = self.slots.get_mut(i) else { continue };
+            let old = *d;
+            let new = TilePos::new(pos.x.clamp(0, mx), pos.y.clamp(0, my));
+            if new == old.pos() {
+                continue;
+            }
+            d.set_pos(new);
+            let g = &self.grids[usize::from(old.tier)];
+            let key = g.cell_of(old.pos()) + if old.tier == 0 { 0 } else { fine_cells };
+            batch.push(BatchMove { key, slot, old, new_x: new.x as u16, new_y: new.y as u16 });
+        }
+        for &(slot, _) in moves {
+            if let Some(f) = self.flags.get_mut(slot as usize) {
+                *f &= !BATCHED;
+            }
+        }
+        let key_bound = fine_cells + self.grids[1].cells.len() as u32;
+        let BatchScratch { moves_tmp, counts, .. } = &mut self.batch;
+        radix_sort(&mut batch, moves_tmp, counts, key_bound, |m| m.key);
+        for m in &batch {
+            self.refile(m.slot, m.old, TilePos::new(i32::from(m.new_x), i32::from(m.new_y)));
+        }
+        self.batch.moves = batch;
+    }
+
+    /// Moves `slot` (whose record was `d`; the slot table already holds `new`) in its grid and
+    /// records what changed.
+    #[inline]
+    fn refile(&mut self, slot: Slot, d: SlotData, new: TilePos) {
+        let (old, r) = (d.pos(), d.radius());
         let g = &mut self.grids[usize::from(d.tier)];
         let (old_cell, new_cell) = (g.cell_of(old), g.cell_of(new));
         if new_cell == old_cell {
@@ -790,9 +958,6 @@ impl ProximityIndex {
         } else {
             g.remove(old_cell, slot);
             g.push(new_cell, slot, new, r);
-        }
-        if let Some(s) = self.slots.get_mut(slot as usize) {
-            s.set_pos(new);
         }
         self.relink(slot, r, Some(old), new);
     }
@@ -930,53 +1095,40 @@ impl ProximityIndex {
         let (w, h) = (self.width, self.height);
         let Self { grids, links, flags, changes, tier_max, .. } = self;
         let mut rec = Recorder { links, flags, changes };
+        // A point so far away that nothing is near it stands in for "not on the map yet".
+        const NOWHERE: i32 = -(1 << 29);
+        let o = old.map_or((NOWHERE, NOWHERE), |p| (p.x, p.y));
+        let m = Mover { slot, r_a, old: o, new: (new.x, new.y) };
+        let mut relate = |h: &Hit| rec.relate(slot, r_a, h);
         for (g, &tmax) in grids.iter().zip(tier_max.iter()) {
             if g.count == 0 {
                 continue;
             }
             // Every slot of this tier whose relation to `slot` can change is within `q` of
-            // `old` or of `new`.
+            // `old` or of `new` (`q` covers both `r_a` and the tier's radii).
             let q = r_a.max(tmax);
-            let mut visit = |e: &Entry, d_old: u32, d_new: u32| {
-                if e.slot != slot {
-                    rec.relate(slot, r_a, e, d_old, d_new);
-                }
-            };
+            let all = (0, u32::MAX);
             match old {
-                None => {
-                    g.visit(point_area(new), q, w, h, |e| {
-                        let dn = dist(new, e.pos);
-                        if dn <= q {
-                            visit(e, u32::MAX, dn);
-                        }
+                Some(old) if dist(old, new) > q => {
+                    // A teleport: the cells around `new`, then those around `old` for what is
+                    // not near `new` (so an entry seen by both scans counts once).
+                    g.visit_cells(point_area(new), q, w, h, |ox, oy, e, _, _| m.scan(e, ox, oy, (0, q), &mut relate));
+                    g.visit_cells(point_area(old), q, w, h, |ox, oy, e, _, _| {
+                        m.scan(e, ox, oy, (q + 1, u32::MAX), &mut relate)
                     });
                 }
-                Some(old) if dist(old, new) <= q => {
-                    // Overlapping neighbourhoods: one scan of their bounding box.
+                Some(old) => {
+                    // Overlapping neighbourhoods: one scan of the cells of their bounding box.
                     let area = (
                         i64::from(old.x.min(new.x)),
                         i64::from(old.y.min(new.y)),
                         i64::from(old.x.max(new.x)),
                         i64::from(old.y.max(new.y)),
                     );
-                    g.visit(area, q, w, h, |e| {
-                        let (dold, dn) = (dist(old, e.pos), dist(new, e.pos));
-                        if dold.min(dn) <= q {
-                            visit(e, dold, dn);
-                        }
-                    });
+                    g.visit_cells(area, q, w, h, |ox, oy, e, _, _| m.scan(e, ox, oy, all, &mut relate));
                 }
-                Some(old) => {
-                    // A teleport: the neighbourhoods of `new`, then what is only near `old`.
-                    g.visit(point_area(new), q, w, h, |e| {
-                        visit(e, dist(old, e.pos), dist(new, e.pos));
-                    });
-                    g.visit(point_area(old), q, w, h, |e| {
-                        let (dold, dn) = (dist(old, e.pos), dist(new, e.pos));
-                        if dn > q {
-                            visit(e, dold, dn);
-                        }
-                    });
+                None => {
+                    g.visit_cells(point_area(new), q, w, h, |ox, oy, e, _, _| m.scan(e, ox, oy, all, &mut relate));
                 }
             }
         }
@@ -1048,6 +1200,56 @@ fn net_pairs(entered: &mut Vec<(Slot, Slot)>, left: &mut Vec<(Slot, Slot)>) {
     }
     entered.truncate(wi);
     left.truncate(wj);
+}
+
+/// Stable LSD radix sort of `v` by `key`, whose values are below `bound`; `tmp` and `counts` are
+/// scratch. Digits of at most 11 bits keep the counts in L1; a pass whose digit is the same for
+/// every item is skipped.
+fn radix_sort<T: Copy + Default>(
+    v: &mut Vec<T>,
+    tmp: &mut Vec<T>,
+    counts: &mut Vec<u32>,
+    bound: u32,
+    key: impl Fn(&T) -> u32,
+) {
+    if v.len() < 2 {
+        return;
+    }
+    let bits = u32::BITS - bound.saturating_sub(1).leading_zeros();
+    let passes = bits.div_ceil(11).max(1);
+    let digit = bits.div_ceil(passes);
+    let mask = (1u32 << digit) - 1;
+    for pass in 0..passes {
+        let shift = pass * digit;
+        counts.clear();
+        counts.resize(mask as usize + 1, 0);
+        for x in v.iter() {
+            if let Some(c) = counts.get_mut(((key(x) >> shift) & mask) as usize) {
+                *c += 1;
+            }
+        }
+        if counts.contains(&(v.len() as u32)) {
+            continue;
+        }
+        // Counts become each bucket's first index.
+        let mut sum = 0;
+        for c in counts.iter_mut() {
+            let n = *c;
+            *c = sum;
+            sum += n;
+        }
+        tmp.clear();
+        tmp.resize(v.len(), T::default());
+        for x in v.iter() {
+            if let Some(c) = counts.get_mut(((key(x) >> shift) & mask) as usize) {
+                if let Some(dst) = tmp.get_mut(*c as usize) {
+                    *dst = *x;
+                }
+                *c += 1;
+            }
+        }
+        std::mem::swap(v, tmp);
+    }
 }
 
 /// Moves `from`'s items into `to`: a buffer swap when `to` is empty, an append otherwise. `from`

@@ -173,10 +173,10 @@ async fn validate_land(state: &AppState, land: &LandRow) -> ApiResult<()> {
     if land.x < 0 || land.y < 0 || rect.right() > i64::from(map.width) || rect.bottom() > i64::from(map.height) {
         return Err(ApiError::Validation(format!("the land must lie inside the {}x{} map", map.width, map.height)));
     }
-    if let Some(owner) = land.owner_id {
-        if state.db.user_by_id(owner).await?.is_none() {
-            return Err(ApiError::Validation("owner_id is not a user".into()));
-        }
+    if let Some(owner) = land.owner_id
+        && state.db.user_by_id(owner).await?.is_none()
+    {
+        return Err(ApiError::Validation("owner_id is not a user".into()));
     }
     for other in state.db.list_lands().await? {
         if other.id != land.id && rect_of(&other).is_some_and(|o| o.intersects(&rect)) {
