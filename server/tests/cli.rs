@@ -89,6 +89,31 @@ fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
     }
 }
 
+/// Logs in and returns the response body.
+async fn login(http: &str, username: &str, password: &str) -> Value {
+    reqwest::Client::new()
+        .post(format!("http://{http}/api/v1/auth/login"))
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The first text frame of a WebSocket, as JSON.
+async fn first_json_frame(
+    ws: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+) -> Value {
+    loop {
+        match ws.next().await.unwrap().unwrap() {
+            Message::Text(t) => break serde_json::from_str::<Value>(t.as_str()).unwrap(),
+            _ => continue,
+        }
+    }
+}
+
 async fn register_and_login(http: &str, username: &str) -> (String, String) {
     let client = reqwest::Client::new();
     let res = client
@@ -99,13 +124,7 @@ async fn register_and_login(http: &str, username: &str) -> (String, String) {
         .unwrap();
     assert_eq!(res.status().as_u16(), 201);
     let user: Value = res.json().await.unwrap();
-    let res = client
-        .post(format!("http://{http}/api/v1/auth/login"))
-        .json(&json!({"username": username, "password": "long enough pw"}))
-        .send()
-        .await
-        .unwrap();
-    let body: Value = res.json().await.unwrap();
+    let body = login(http, username, "long enough pw").await;
     (user["id"].as_str().unwrap().to_string(), body["access_token"].as_str().unwrap().to_string())
 }
 
@@ -118,12 +137,7 @@ async fn sigterm_closes_sockets_with_1001_flushes_positions_and_exits_zero() {
     let (_id, token) = register_and_login(&server.http, "signal_user").await;
     let url = format!("ws://{}/api/v1/ws/connect?token={token}", server.http);
     let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-    let connected = loop {
-        match ws.next().await.unwrap().unwrap() {
-            Message::Text(t) => break serde_json::from_str::<Value>(t.as_str()).unwrap(),
-            _ => continue,
-        }
-    };
+    let connected = first_json_frame(&mut ws).await;
     let (x, y) = (connected["position"]["x"].as_i64().unwrap(), connected["position"]["y"].as_i64().unwrap());
 
     sigterm(&server.child);
@@ -144,26 +158,12 @@ async fn sigterm_closes_sockets_with_1001_flushes_positions_and_exits_zero() {
 
     // The position was saved: a restart spawns the avatar where it stood.
     let mut server = start(dir.path());
-    let client = reqwest::Client::new();
-    let body: Value = client
-        .post(format!("http://{}/api/v1/auth/login", server.http))
-        .json(&json!({"username": "signal_user", "password": "long enough pw"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = body["access_token"].as_str().unwrap();
+    let token =
+        login(&server.http, "signal_user", "long enough pw").await["access_token"].as_str().unwrap().to_string();
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/api/v1/ws/connect?token={token}", server.http))
         .await
         .unwrap();
-    let again = loop {
-        match ws.next().await.unwrap().unwrap() {
-            Message::Text(t) => break serde_json::from_str::<Value>(t.as_str()).unwrap(),
-            _ => continue,
-        }
-    };
+    let again = first_json_frame(&mut ws).await;
     assert_eq!((again["position"]["x"].as_i64().unwrap(), again["position"]["y"].as_i64().unwrap()), (x, y));
     sigterm(&server.child);
     assert!(wait_exit(&mut server.child, Duration::from_secs(30)).success());
@@ -196,16 +196,7 @@ fn migrate_and_create_admin() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let mut server = start(dir.path());
-        let client = reqwest::Client::new();
-        let body: Value = client
-            .post(format!("http://{}/api/v1/auth/login", server.http))
-            .json(&json!({"username": "root_admin", "password": "admin password"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body = login(&server.http, "root_admin", "admin password").await;
         assert_eq!(body["user"]["role"], "admin");
         sigterm(&server.child);
         assert!(wait_exit(&mut server.child, Duration::from_secs(30)).success());

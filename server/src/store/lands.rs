@@ -18,6 +18,8 @@ pub struct LandRow {
     pub created_at: i64,
 }
 
+const COLUMNS: &str = "id, name, description, x, y, width, height, owner_id, created_at";
+
 macro_rules! land_from_row {
     ($row:expr) => {{
         let row = $row;
@@ -77,23 +79,20 @@ impl Db {
 
     pub async fn list_lands(&self) -> StoreResult<Vec<LandRow>> {
         on_pool!(self, |p| {
-            let rows = sqlx::query(
-                "SELECT id, name, description, x, y, width, height, owner_id, created_at FROM lands ORDER BY created_at, name",
-            )
-            .fetch_all(p)
-            .await?;
+            let rows =
+                sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM lands ORDER BY created_at, name")))
+                    .fetch_all(p)
+                    .await?;
             Ok(rows.into_iter().map(|r| land_from_row!(r)).collect::<Result<Vec<_>, _>>()?)
         })
     }
 
     pub async fn land_by_id(&self, id: Uuid) -> StoreResult<Option<LandRow>> {
         on_pool!(self, |p| {
-            let row = sqlx::query(
-                "SELECT id, name, description, x, y, width, height, owner_id, created_at FROM lands WHERE id = $1",
-            )
-            .bind(id)
-            .fetch_optional(p)
-            .await?;
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM lands WHERE id = $1")))
+                .bind(id)
+                .fetch_optional(p)
+                .await?;
             Ok(row.map(|r| land_from_row!(r)).transpose()?)
         })
     }
