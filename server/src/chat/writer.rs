@@ -183,7 +183,8 @@ async fn write_batch(
                 continue;
             }
         }
-        let message_id = Uuid::new_v4();
+        // Time-ordered ids keep primary-key inserts at the end of the index.
+        let message_id = Uuid::now_v7();
         let sealed = match keys.seal(message_id, m.room.id, m.content.as_bytes()) {
             Ok(s) => s,
             Err(e) => {

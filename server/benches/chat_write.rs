@@ -1,0 +1,162 @@
+//! Durable message throughput: the chat service's group-commit writer on a real SQLite file
+//! (WAL, `synchronous=FULL`) or PostgreSQL, driven at a fixed offered rate through the same
+//! `Chat::send` path the WebSocket and REST use (validation, membership, idempotency keys,
+//! sealing, one transaction per batch, fan-out). Reports sustained acks/s and the
+//! send→ack latency distribution.
+//!
+//! `cargo bench -p landworld-server --bench chat_write -- --rate 50000 --secs 10 [--database-url postgres://…]`
+//! Under `cargo test --all-targets` (no `--bench` argument) it runs a short smoke pass.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use landworld_server::chat::crypto::Keyring;
+use landworld_server::chat::{Chat, ChatSettings};
+use landworld_server::store::users::UserRow;
+use landworld_server::store::{Db, now_ms};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const SENDERS: usize = 64;
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn main() -> anyhow::Result<()> {
+    let full = std::env::args().any(|a| a == "--bench");
+    let rate: u64 = arg("--rate").map(|r| r.parse()).transpose()?.unwrap_or(if full { 50_000 } else { 2_000 });
+    let secs: f64 = arg("--secs").map(|r| r.parse()).transpose()?.unwrap_or(if full { 10.0 } else { 0.5 });
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(rate, secs, arg("--database-url")))
+}
+
+async fn run(rate: u64, secs: f64, database_url: Option<String>) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let url = database_url.unwrap_or_else(|| format!("sqlite://{}", dir.path().join("bench.db").display()));
+    let db = Db::connect(&url).await?;
+    db.migrate().await?;
+    let mut users = Vec::new();
+    for i in 0..SENDERS {
+        let id = Uuid::new_v4();
+        let username = format!("bench{i}_{}", &id.simple().to_string()[..6]);
+        db.insert_user(&UserRow {
+            id,
+            username: username.clone(),
+            display_name: None,
+            password_hash: "$argon2id$unused".into(),
+            role: "user".into(),
+            created_at: now_ms(),
+            last_seen: None,
+        })
+        .await?;
+        users.push((id, Arc::<str>::from(username.as_str())));
+    }
+    let ids: Vec<Uuid> = users.iter().map(|u| u.0).collect();
+    let group = db.create_group("bench", ids[0], &ids, now_ms()).await?;
+    let stop = CancellationToken::new();
+    let (chat, _tasks) = Chat::start(
+        db.clone(),
+        Keyring::single([7; 32]),
+        ChatSettings { max_content_bytes: 4096 },
+        &[],
+        None,
+        Duration::from_secs(3600),
+        stop.clone(),
+    )
+    .await?;
+    let room = group.id.to_string();
+    let content = "a typical chat line of about sixty bytes, give or take a few".to_string();
+
+    // Offered load: every millisecond, each sender task sends its share.
+    let total = (rate as f64 * secs) as u64;
+    let per_sender_per_ms = rate as f64 / SENDERS as f64 / 1000.0;
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for (s, (user_id, username)) in users.iter().cloned().enumerate() {
+        let chat = chat.clone();
+        let room = room.clone();
+        let content = content.clone();
+        handles.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut pending = Vec::new();
+            let mut owed = 0.0f64;
+            let mut n = 0u64;
+            let mut tick = tokio::time::interval(Duration::from_millis(1));
+            let quota = total / SENDERS as u64;
+            while n < quota {
+                tick.tick().await;
+                owed += per_sender_per_ms;
+                while owed >= 1.0 && n < quota {
+                    owed -= 1.0;
+                    let (tx, rx) = oneshot::channel();
+                    let cmid = format!("b{s}-{n}");
+                    let sent_at = Instant::now();
+                    chat.send(
+                        user_id,
+                        username.clone(),
+                        &room,
+                        content.clone(),
+                        Some(cmid),
+                        landworld_server::chat::writer::Reply::Rest(tx),
+                    )
+                    .await?;
+                    pending.push((sent_at, rx));
+                    n += 1;
+                }
+                // Collect the acks that arrived.
+                pending.retain_mut(|(at, rx)| match rx.try_recv() {
+                    Ok(r) => {
+                        if r.is_ok() {
+                            latencies.push(at.elapsed());
+                        }
+                        false
+                    }
+                    Err(oneshot::error::TryRecvError::Empty) => true,
+                    Err(oneshot::error::TryRecvError::Closed) => false,
+                });
+            }
+            for (at, rx) in pending {
+                if let Ok(Ok(_)) = rx.await {
+                    latencies.push(at.elapsed());
+                }
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for h in handles {
+        latencies.extend(h.await??);
+    }
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    let acked = latencies.len() as u64;
+    let sent = total / SENDERS as u64 * SENDERS as u64;
+    println!(
+        "chat_write backend={} offered={rate}/s for {secs}s: sent {sent}, acked {acked} in {:.2}s = {:.0} acks/s; \
+         ack latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        db.backend(),
+        elapsed.as_secs_f64(),
+        acked as f64 / elapsed.as_secs_f64(),
+        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+    );
+    let stored = db.history(group.id, None, landworld_server::store::chat::Page::latest(1)).await?.0;
+    anyhow::ensure!(acked == sent, "{} messages were not acked", sent - acked);
+    anyhow::ensure!(stored.first().map(|m| m.seq) == Some(sent as i64), "last seq is not {sent}");
+    stop.cancel();
+    chat.flush().await;
+    db.close().await;
+    Ok(())
+}
