@@ -299,3 +299,148 @@ both_backends!(move_floods_are_rate_limited_then_closed_with_4008, |app| {
     }
     Ok(())
 });
+
+/// Every route the router serves, as `(method, OpenAPI path)`. Adding a route to the router means
+/// adding it here and to `ApiDoc` (server/src/api/mod.rs); the test below fails until the three
+/// agree. The Swagger UI's static files (`/api/docs/…`) are not API routes and are left out.
+const ROUTES: &[(&str, &str)] = &[
+    ("post", "/api/v1/auth/register"),
+    ("post", "/api/v1/auth/login"),
+    ("get", "/api/v1/auth/me"),
+    ("get", "/api/v1/lands"),
+    ("post", "/api/v1/lands"),
+    ("get", "/api/v1/lands/{id}"),
+    ("patch", "/api/v1/lands/{id}"),
+    ("get", "/api/v1/ws/connect"),
+    ("get", "/api/v1/ws/online-users"),
+    ("get", "/api/v1/ws/stats"),
+    ("get", "/health"),
+    ("get", "/ready"),
+    ("get", "/metrics"),
+    ("get", "/api/openapi.json"),
+    ("get", "/api/docs"),
+];
+
+/// The OpenAPI document lists exactly the served routes, with the bearer scheme and the JSON
+/// error shape; probing each documented operation anonymously finds a real route whose answer
+/// is one of the documented statuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_lists_every_route() -> anyhow::Result<()> {
+    let app = landworld_tests::spawn_app(landworld_tests::Backend::Sqlite).await?.expect("sqlite");
+    let res = app.http.get(app.url("/api/openapi.json")).send().await?;
+    assert_eq!(res.status().as_u16(), 200);
+    assert!(res.headers()["content-type"].to_str()?.starts_with("application/json"));
+    let doc: serde_json::Value = serde_json::from_str(&res.text().await?)?;
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")), "{}", doc["openapi"]);
+    assert!(doc["info"]["title"].is_string());
+    let description = doc["info"]["description"].as_str().unwrap_or_default();
+    assert!(description.contains("/api/v1/ws/connect") && description.contains("4001"), "{description}");
+    let bearer = &doc["components"]["securitySchemes"]["bearer"];
+    assert_eq!(bearer["type"], "http");
+    assert_eq!(bearer["scheme"], "bearer");
+    let error = &doc["components"]["schemas"]["ErrorBody"];
+    assert!(error["properties"]["error"].is_object(), "{error}");
+
+    // Exactly the routes above, no more, no fewer.
+    let mut documented = std::collections::BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, _) in item.as_object().expect("path item") {
+            documented.insert((method.clone(), path.clone()));
+        }
+    }
+    let served: std::collections::BTreeSet<(String, String)> =
+        ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    let missing: Vec<_> = served.difference(&documented).collect();
+    let extra: Vec<_> = documented.difference(&served).collect();
+    assert!(missing.is_empty(), "routes missing from the OpenAPI document: {missing:?}");
+    assert!(extra.is_empty(), "documented but not in ROUTES: {extra:?}");
+
+    for (method, path) in ROUTES {
+        let op = &doc["paths"][*path][*method];
+        let responses = op["responses"].as_object().unwrap_or_else(|| panic!("{method} {path}: no responses"));
+        // Every error response has the JSON error shape.
+        for (status, response) in responses {
+            if status.starts_with('4') || status.starts_with('5') {
+                let schema = &response["content"]["application/json"]["schema"]["$ref"];
+                assert_eq!(schema, "#/components/schemas/ErrorBody", "{method} {path} {status}");
+            }
+        }
+        let secured = op["security"].as_array().is_some_and(|s| s.iter().any(|r| r.get("bearer").is_some()));
+        if secured {
+            assert!(responses.contains_key("401"), "{method} {path}: secured without a 401");
+        }
+        // Probe: anonymous, empty JSON object for bodies, a random id for path parameters.
+        let url = app.url(&path.replace("{id}", &uuid::Uuid::new_v4().to_string()));
+        let req = match *method {
+            "get" => app.http.get(url),
+            "post" => app.http.post(url).json(&json!({})),
+            "patch" => app.http.patch(url).json(&json!({})),
+            other => panic!("add {other} to the probe"),
+        };
+        let res = req.send().await?;
+        let status = res.status().as_u16();
+        let body = res.text().await?;
+        assert_ne!(status, 405, "{method} {path}: documented but not routed ({body})");
+        assert!(!body.contains("no such route"), "{method} {path}: documented but not routed");
+        if secured {
+            assert_eq!(status, 401, "{method} {path} without a token: {body}");
+        }
+        assert!(responses.contains_key(&status.to_string()), "{method} {path}: undocumented status {status}: {body}");
+        if status >= 400 {
+            let err: serde_json::Value = serde_json::from_str(&body)?;
+            assert!(err["error"]["code"].is_string() && err["error"]["message"].is_string(), "{body}");
+        }
+    }
+    Ok(())
+}
+
+/// `/api/docs` is an HTML page that loads the vendored Swagger UI (no CDN) and this server's
+/// OpenAPI document; every file it references is served with the right content type.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_docs_page_serves_vendored_swagger_ui() -> anyhow::Result<()> {
+    let app = landworld_tests::spawn_app(landworld_tests::Backend::Sqlite).await?.expect("sqlite");
+    let page_url = reqwest::Url::parse(&app.url("/api/docs"))?;
+    let res = app.http.get(page_url.clone()).send().await?;
+    assert_eq!(res.status().as_u16(), 200);
+    assert!(res.headers()["content-type"].to_str()?.starts_with("text/html"));
+    let html = res.text().await?;
+    assert!(!html.contains("http://") && !html.contains("https://"), "the page must work offline: {html}");
+    // Every src= and href= of the page.
+    let mut refs = Vec::new();
+    for attr in ["src=\"", "href=\""] {
+        let mut rest = html.as_str();
+        while let Some(i) = rest.find(attr) {
+            rest = &rest[i + attr.len()..];
+            let end = rest.find('"').expect("closing quote");
+            refs.push(rest[..end].to_string());
+            rest = &rest[end..];
+        }
+    }
+    for file in ["swagger-ui.css", "swagger-ui-bundle.js", "swagger-initializer.js"] {
+        assert!(refs.iter().any(|r| r.ends_with(file)), "{file} not referenced: {refs:?}");
+    }
+    for r in &refs {
+        let url = page_url.join(r)?;
+        assert!(url.path().starts_with("/api/docs/"), "{url}");
+        let res = app.http.get(url.clone()).send().await?;
+        assert_eq!(res.status().as_u16(), 200, "{url}");
+        let content_type = res.headers()["content-type"].to_str()?.to_string();
+        let expected = if r.ends_with(".css") { "text/css" } else { "text/javascript" };
+        assert!(content_type.starts_with(expected), "{url}: {content_type}");
+        let body = res.text().await?;
+        if r.ends_with("swagger-ui-bundle.js") {
+            assert!(body.len() > 100_000 && body.contains("SwaggerUIBundle"), "{url}: not the Swagger UI bundle");
+        }
+        if r.ends_with("swagger-initializer.js") {
+            // The spec URL in the initializer, relative to the page, is this server's document.
+            assert!(body.contains("url: \"openapi.json\""), "{body}");
+            let spec = app.http.get(page_url.join("openapi.json")?).send().await?;
+            assert_eq!(spec.status().as_u16(), 200);
+        }
+    }
+    // The trailing-slash form lands on the page too.
+    let res = app.http.get(app.url("/api/docs/")).send().await?;
+    assert_eq!(res.status().as_u16(), 200);
+    assert!(res.url().path() == "/api/docs");
+    Ok(())
+}

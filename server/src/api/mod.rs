@@ -5,7 +5,19 @@
 //! Every error is JSON (`{"error": {"code", "message"}}`), including unknown routes, wrong
 //! methods, oversized bodies and panics. Request spans carry the path only — never the query
 //! string, where WebSocket tokens travel.
+//!
+//! The OpenAPI document (`/api/openapi.json`, UI at `/api/docs`, see [`docs`]) is generated from
+//! [`ApiDoc`] below the router. **Adding a route** takes three steps:
+//! 1. add it to [`router`];
+//! 2. annotate its handler with `#[utoipa::path(method, path = "/full/path", tag, security(("bearer" = []))
+//!    if it needs a token, params(...), request_body = T, responses((status, description, body = T), …,
+//!    (status = 4xx, body = ErrorBody)))]` and derive `utoipa::ToSchema` on its request and
+//!    response types (a field whose type comes from `landworld-shared` takes
+//!    `#[schema(value_type = SomeDoc)]`, a mirror in [`docs`]);
+//! 3. list the handler in `ApiDoc`'s `paths(...)`, and the path in the `ROUTES` list of
+//!    `tests/tests/api.rs` (`openapi_lists_every_route`), which fails until the two agree.
 
+pub mod docs;
 pub mod error;
 pub mod extract;
 pub mod routes;
@@ -23,7 +35,8 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use error::ApiError;
+use docs::Setup as DocsSetup;
+use error::{ApiError, ErrorBody};
 use state::AppState;
 
 /// Largest REST request body.
@@ -54,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(routes::health::ready))
         .route("/metrics", get(routes::health::metrics))
         .nest("/api/v1", api)
+        .merge(docs::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -81,12 +95,44 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The OpenAPI description of every route of [`router`]: keep the two in step (see the module
+/// comment).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        routes::auth::register,
+        routes::auth::login,
+        routes::auth::me,
+        routes::lands::list,
+        routes::lands::create,
+        routes::lands::get,
+        routes::lands::patch,
+        ws::chat::connect,
+        routes::stats::online_users,
+        routes::stats::stats,
+        routes::health::health,
+        routes::health::ready,
+        routes::health::metrics,
+        docs::openapi,
+        docs::index,
+    ),
+    components(schemas(ErrorBody, error::ErrorDetail)),
+    modifiers(&DocsSetup),
+    tags(
+        (name = "auth", description = "Accounts and access tokens"),
+        (name = "lands", description = "Parcels of the map; admins create and edit them"),
+        (name = "world", description = "Read models published by the simulation"),
+        (name = "websocket", description = "The chat WebSocket (see the description above)"),
+        (name = "operations", description = "Health, readiness, metrics and this documentation"),
+    )
+)]
+pub struct ApiDoc;
+
 async fn not_found() -> ApiError {
     ApiError::NotFound("no such route".into())
 }
 
 async fn method_not_allowed() -> Response {
-    let body =
-        serde_json::json!({ "error": { "code": "method_not_allowed", "message": "method not allowed on this route" } });
+    let body = ErrorBody::new("method_not_allowed", "method not allowed on this route");
     (StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response()
 }

@@ -5,36 +5,52 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use landworld_shared::limits;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::api::error::{ApiError, ApiResult};
+use crate::api::error::{ApiError, ApiResult, ErrorBody};
 use crate::api::extract::{ApiJson, AuthUser};
 use crate::api::state::AppState;
 use crate::auth;
 use crate::store::users::UserRow;
 use crate::store::{Db, StoreError, ms_to_rfc3339, now_ms};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct RegisterRequest {
+    /// 3..=32 characters of `[a-zA-Z0-9_.-]`, unique case-insensitively.
+    #[schema(example = "alice", min_length = 3, max_length = 32, pattern = "^[a-zA-Z0-9_.-]+$")]
     pub username: String,
+    /// At least 8 characters.
+    #[schema(example = "wonderland", min_length = 8)]
     pub password: String,
+    /// Shown instead of the username; defaults to it.
+    #[schema(example = "Alice")]
     pub display_name: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct LoginRequest {
+    #[schema(example = "alice")]
     pub username: String,
+    #[schema(example = "wonderland")]
     pub password: String,
 }
 
 /// A user as the API shows it (never the password hash).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UserView {
     pub id: Uuid,
+    #[schema(example = "alice")]
     pub username: String,
+    #[schema(example = "Alice")]
     pub display_name: String,
+    /// `user` or `admin`.
+    #[schema(example = "user")]
     pub role: String,
+    /// RFC 3339 timestamp.
+    #[schema(example = "2025-01-01T12:00:00.000Z")]
     pub created_at: String,
+    /// RFC 3339 timestamp of the last disconnect, if any.
     pub last_seen: Option<String>,
 }
 
@@ -51,14 +67,33 @@ impl From<&UserRow> for UserView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct LoginResponse {
+    /// A signed JWT (HS256): send it as `Authorization: Bearer <token>`, or as `?token=` on
+    /// WebSocket URLs.
     pub access_token: String,
+    #[schema(value_type = String, example = "bearer")]
     pub token_type: &'static str,
+    /// Seconds until the token expires.
+    #[schema(example = 86400)]
     pub expires_in: u64,
     pub user: UserView,
 }
 
+/// Creates an account.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/register",
+    tag = "auth",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "The new user", body = UserView),
+        (status = 400, description = "Malformed JSON or missing content type", body = ErrorBody),
+        (status = 409, description = "Username already taken", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 422, description = "Invalid username, password or display name", body = ErrorBody),
+    )
+)]
 pub async fn register(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<RegisterRequest>,
@@ -105,6 +140,20 @@ pub async fn create_user(
     }
 }
 
+/// Exchanges a username and password for an access token.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/login",
+    tag = "auth",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "An access token and the user", body = LoginResponse),
+        (status = 400, description = "Malformed JSON or missing content type", body = ErrorBody),
+        (status = 401, description = "Wrong username or password", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 422, description = "Missing or mistyped fields", body = ErrorBody),
+    )
+)]
 pub async fn login(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<LoginRequest>,
@@ -132,6 +181,17 @@ pub async fn login(
     }))
 }
 
+/// The caller.
+#[utoipa::path(
+    get,
+    path = "/api/v1/auth/me",
+    tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The signed-in user", body = UserView),
+        (status = 401, description = "Missing, invalid or expired token, or the user no longer exists", body = ErrorBody),
+    )
+)]
 pub async fn me(State(state): State<AppState>, AuthUser(claims): AuthUser) -> ApiResult<Json<UserView>> {
     let user =
         state.db.user_by_id(claims.sub).await?.ok_or_else(|| ApiError::Unauthorized("user no longer exists".into()))?;

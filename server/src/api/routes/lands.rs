@@ -7,9 +7,10 @@ use axum::http::StatusCode;
 use landworld_shared::limits;
 use landworld_shared::world::Rect;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::api::error::{ApiError, ApiResult};
+use crate::api::error::{ApiError, ApiResult, ErrorBody};
 use crate::api::extract::{AdminUser, ApiJson, ApiPath, AuthUser};
 use crate::api::state::AppState;
 use crate::store::lands::LandRow;
@@ -17,16 +18,26 @@ use crate::store::{ms_to_rfc3339, now_ms};
 use crate::world::WorldCommand;
 use crate::world::lands::LandInfo;
 
-#[derive(Debug, Serialize)]
+/// A rectangular parcel of the map, in whole tiles.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct LandView {
     pub id: Uuid,
+    #[schema(example = "Harbor")]
     pub name: String,
     pub description: Option<String>,
+    /// Left edge (tiles).
+    #[schema(example = 10)]
     pub x: i32,
+    /// Top edge (tiles).
+    #[schema(example = 20)]
     pub y: i32,
+    #[schema(example = 32)]
     pub width: i32,
+    #[schema(example = 24)]
     pub height: i32,
     pub owner_id: Option<Uuid>,
+    /// RFC 3339 timestamp.
+    #[schema(example = "2025-01-01T12:00:00.000Z")]
     pub created_at: String,
 }
 
@@ -46,36 +57,50 @@ impl From<&LandRow> for LandView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct LandList {
     pub lands: Vec<LandView>,
     pub total: usize,
 }
 
-#[derive(Debug, Deserialize)]
+/// A new land: inside the map, not overlapping another land.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateLand {
+    #[schema(example = "Test Plot")]
     pub name: String,
+    /// At most 2000 bytes.
     pub description: Option<String>,
+    #[schema(example = 0)]
     pub x: i32,
+    #[schema(example = 0)]
     pub y: i32,
+    /// Positive.
+    #[schema(example = 4)]
     pub width: i32,
+    /// Positive.
+    #[schema(example = 4)]
     pub height: i32,
+    /// An existing user's id.
     pub owner_id: Option<Uuid>,
 }
 
 /// A partial update; `owner_id`/`description` may be set to `null` explicitly.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchLand {
     pub name: Option<String>,
+    /// `null` clears it; absent leaves it unchanged.
     #[serde(default, with = "double_option")]
+    #[schema(value_type = Option<String>)]
     pub description: Option<Option<String>>,
     pub x: Option<i32>,
     pub y: Option<i32>,
     pub width: Option<i32>,
     pub height: Option<i32>,
+    /// `null` clears it; absent leaves it unchanged.
     #[serde(default, with = "double_option")]
+    #[schema(value_type = Option<Uuid>)]
     pub owner_id: Option<Option<Uuid>>,
 }
 
@@ -92,11 +117,35 @@ mod double_option {
     }
 }
 
+/// Every land.
+#[utoipa::path(
+    get,
+    path = "/api/v1/lands",
+    tag = "lands",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "All lands", body = LandList),
+        (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+    )
+)]
 pub async fn list(State(state): State<AppState>, _user: AuthUser) -> ApiResult<Json<LandList>> {
     let lands: Vec<LandView> = state.db.list_lands().await?.iter().map(LandView::from).collect();
     Ok(Json(LandList { total: lands.len(), lands }))
 }
 
+/// One land.
+#[utoipa::path(
+    get,
+    path = "/api/v1/lands/{id}",
+    tag = "lands",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The land's id")),
+    responses(
+        (status = 200, description = "The land", body = LandView),
+        (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+        (status = 404, description = "No such land (or the id is not a UUID)", body = ErrorBody),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     _user: AuthUser,
@@ -106,6 +155,23 @@ pub async fn get(
     Ok(Json(LandView::from(&land)))
 }
 
+/// Creates a land (admins only).
+#[utoipa::path(
+    post,
+    path = "/api/v1/lands",
+    tag = "lands",
+    security(("bearer" = [])),
+    request_body = CreateLand,
+    responses(
+        (status = 201, description = "The new land", body = LandView),
+        (status = 400, description = "Malformed JSON or missing content type", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+        (status = 403, description = "The caller is not an admin", body = ErrorBody),
+        (status = 409, description = "Overlaps another land", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 422, description = "Invalid name, size, position outside the map, unknown owner or field", body = ErrorBody),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -130,6 +196,25 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(LandView::from(&land))))
 }
 
+/// Edits a land (admins only); absent fields stay as they are.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/lands/{id}",
+    tag = "lands",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The land's id")),
+    request_body = PatchLand,
+    responses(
+        (status = 200, description = "The updated land", body = LandView),
+        (status = 400, description = "Malformed JSON or missing content type", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+        (status = 403, description = "The caller is not an admin", body = ErrorBody),
+        (status = 404, description = "No such land", body = ErrorBody),
+        (status = 409, description = "Would overlap another land", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 422, description = "Invalid name, size, position outside the map, unknown owner or field", body = ErrorBody),
+    )
+)]
 pub async fn patch(
     State(state): State<AppState>,
     _admin: AdminUser,

@@ -5,28 +5,46 @@ use axum::Json;
 use axum::extract::State;
 use landworld_shared::protocol::ws::{Position, Status};
 use serde::Serialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::api::docs::{PositionDoc, StatusDoc};
+use crate::api::error::ErrorBody;
 use crate::api::extract::AuthUser;
 use crate::api::state::AppState;
 use crate::store::ms_to_rfc3339;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OnlineUserView {
     pub user_id: Uuid,
     pub username: String,
+    #[schema(value_type = StatusDoc)]
     pub status: Status,
+    /// RFC 3339 timestamp of the last status change.
     pub last_seen: String,
+    #[schema(value_type = PositionDoc)]
     pub position: Position,
+    /// Open connections (WebSocket and game client) of this user.
     pub connection_count: usize,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OnlineUsers {
     pub users: Vec<OnlineUserView>,
     pub total: usize,
 }
 
+/// Users with at least one connection, from the world's published snapshot.
+#[utoipa::path(
+    get,
+    path = "/api/v1/ws/online-users",
+    tag = "world",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Online users", body = OnlineUsers),
+        (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+    )
+)]
 pub async fn online_users(State(state): State<AppState>, _user: AuthUser) -> Json<OnlineUsers> {
     let snapshot = state.world.snapshot.load();
     let users: Vec<OnlineUserView> = snapshot
@@ -44,7 +62,7 @@ pub async fn online_users(State(state): State<AppState>, _user: AuthUser) -> Jso
     Json(OnlineUsers { total: users.len(), users })
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct WsStats {
     pub connections: usize,
     pub users_online: usize,
@@ -55,6 +73,17 @@ pub struct WsStats {
     pub tick_hz: u32,
 }
 
+/// Connection, user, room and tick counters.
+#[utoipa::path(
+    get,
+    path = "/api/v1/ws/stats",
+    tag = "world",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Counters", body = WsStats),
+        (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+    )
+)]
 pub async fn stats(State(state): State<AppState>, _user: AuthUser) -> Json<WsStats> {
     let snapshot = state.world.snapshot.load();
     Json(WsStats {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -24,7 +25,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::limits::{Strikes, TokenBucket};
-use crate::api::error::ApiError;
+use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::ApiQuery;
 use crate::api::state::AppState;
 use crate::chat::hub::ChatConn;
@@ -47,15 +48,34 @@ const FRAME_BURST: u32 = 200;
 const STRIKE_LIMIT: u32 = 100;
 const STRIKE_WINDOW: Duration = Duration::from_secs(10);
 
+/// Opens the chat WebSocket (SPEC §4). The API description explains the protocol.
+#[utoipa::path(
+    get,
+    path = "/api/v1/ws/connect",
+    tag = "websocket",
+    params(("token" = String, Query, description = "An access token from `/api/v1/auth/login` (browsers cannot set headers on WebSockets). \
+        An invalid or expired token still upgrades, then closes with 4001.")),
+    responses(
+        (status = 101, description = "Switching protocols: the connection is a WebSocket; the first frame is `connected`"),
+        (status = 400, description = "Not a WebSocket upgrade request", body = ErrorBody),
+        (status = 403, description = "The browser `Origin` is neither the server's own nor in `--allowed-origins`", body = ErrorBody),
+        (status = 503, description = "The database did not answer while loading the user", body = ErrorBody),
+    )
+)]
 pub async fn connect(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<HashMap<String, String>>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     if !super::origin_allowed(&headers, &state.config.allowed_origins) {
         return ApiError::Forbidden("origin not allowed".into()).into_response();
     }
+    // A plain GET (no upgrade headers) gets a JSON error like every other route.
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return ApiError::BadRequest(rejection.body_text()).into_response(),
+    };
     // The transport reads frames up to READ_LIMIT so that a frame just over the protocol limit
     // is consumed whole and answered with a clean close 1009 (closing with unread bytes in the
     // socket would reset the connection before the client reads the close frame). Anything
