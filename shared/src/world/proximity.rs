@@ -660,11 +660,11 @@ impl Event {
     fn of(a: Slot, r_a: u32, h: &Hit) -> Self {
         let (s_old, s_new) = (h.d_old <= r_a, h.d_new <= r_a);
         let (r_old, r_new) = (h.d_old <= h.radius, h.d_new <= h.radius);
-        let kind = u8::from(s_new & !s_old) * EV_S_IN
-            | u8::from(s_old & !s_new) * EV_S_OUT
-            | u8::from(r_new & !r_old) * EV_R_IN
-            | u8::from(r_old & !r_new) * EV_R_OUT
-            | u8::from(r_old & r_new) * EV_R_STAY;
+        let kind = (u8::from(s_new & !s_old) * EV_S_IN)
+            | (u8::from(s_old & !s_new) * EV_S_OUT)
+            | (u8::from(r_new & !r_old) * EV_R_IN)
+            | (u8::from(r_old & !r_new) * EV_R_OUT)
+            | (u8::from(r_old & r_new) * EV_R_STAY);
         Self { a, c: h.slot, kind }
     }
 }
@@ -734,7 +734,6 @@ impl Mover {
 /// Calls `f` for every slot of `grids` whose relation to `slot` (radius `r_a`, already filed at
 /// `new`) can have changed by its move from `old` (`None`: just inserted), or that observes it:
 /// each tier is scanned around both positions. Reads only the grids.
-#[allow(clippy::too_many_arguments)]
 #[inline]
 fn scan_move(
     grids: &[Grid; 2],
