@@ -1672,6 +1672,9 @@ mod tests {
     fn layout_is_cache_friendly() {
         assert_eq!(std::mem::size_of::<Packed>(), 8);
         assert_eq!(std::mem::size_of::<Cell>(), 128);
+        // The header shares the first cache line with the first entries.
+        assert_eq!(std::mem::offset_of!(Cell, len), 0);
+        assert_eq!(std::mem::offset_of!(Cell, inline), 8);
         assert_eq!(std::mem::size_of::<Links>(), 64);
     }
 
