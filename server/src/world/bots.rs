@@ -1,7 +1,8 @@
 //! Simulated avatars for load testing (`--sim-bots N`): wandering avatars without connections,
 //! never persisted and not listed as online users. Each tick about 10% of them step one tile in a
-//! random direction through the same movement rule as players, so they exercise the proximity
-//! index, land membership and the frames real users near them receive.
+//! random direction through the same movement rule and the same step ([`accept_step`]) as
+//! players, so they exercise the proximity index (their steps join the tick's one batch),
+//! land membership and the frames real users near them receive.
 
 use std::sync::Arc;
 
@@ -11,9 +12,9 @@ use landworld_shared::limits::DEFAULT_RADIUS;
 use landworld_shared::world::TilePos;
 use uuid::Uuid;
 
-use super::avatar::{Avatar, Proximity};
+use super::avatar::Avatar;
 use super::lands::{LandChanged, Lands};
-use super::movement::validate_move;
+use super::movement::{StepBatch, accept_step, validate_move};
 use super::{Map, TickSet, WorldSettings};
 
 /// Marks a simulated avatar.
@@ -95,7 +96,7 @@ fn move_bots(
     map: Res<Map>,
     settings: Res<WorldSettings>,
     lands: Res<Lands>,
-    mut prox: ResMut<Proximity>,
+    mut steps: ResMut<StepBatch>,
     mut rng: ResMut<BotRng>,
     mut land_changes: MessageWriter<LandChanged>,
 ) {
@@ -114,11 +115,6 @@ fn move_bots(
         if validate_move(&map.0, avatar.pos, to, settings.max_step).is_err() {
             continue;
         }
-        prox.index.move_to(avatar.slot, to);
-        avatar.pos = to;
-        let land = lands.land_at(to);
-        if land != avatar.land {
-            land_changes.write(LandChanged { entity, from: avatar.land, to: land });
-        }
+        accept_step(entity, &mut avatar, to, &lands, &mut steps, &mut land_changes);
     }
 }

@@ -4,7 +4,8 @@
 //! - Inbound: axum handlers send [`WorldCommand`]s through a bounded channel; the first system of
 //!   each tick drains it ([`commands`]).
 //! - Each tick, in the order of [`TickSet`]: apply commands (connect, disconnect, radius, status,
-//!   lands) → apply queued moves ([`movement`]) → land membership ([`lands`]) → proximity diffs
+//!   lands) → apply queued moves and bot steps ([`movement`], [`bots`]) → one batched update of
+//!   the proximity index ([`movement::StepBatch`]) → land membership ([`lands`]) → proximity diffs
 //!   ([`proximity`]) → presence ([`presence`]) → publish the read model ([`snapshot`]) → persist
 //!   positions periodically ([`persist`]).
 //! - Outbound: systems push serialized frames into each connection's bounded queue
@@ -44,6 +45,8 @@ pub enum TickSet {
     ReceiveCommands,
     ApplyCommands,
     Simulate,
+    /// The tick's accepted steps go into the proximity index in one batch.
+    ApplySteps,
     Memberships,
     Proximity,
     Presence,
@@ -78,6 +81,7 @@ pub fn plugin(app: &mut App) {
             TickSet::ReceiveCommands,
             TickSet::ApplyCommands,
             TickSet::Simulate,
+            TickSet::ApplySteps,
             TickSet::Memberships,
             TickSet::Proximity,
             TickSet::Presence,

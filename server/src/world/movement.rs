@@ -1,12 +1,21 @@
 //! Movement: applies at most one queued move per avatar per tick after validating it (inside the
 //! map, on a walkable tile, at most `max_step` tiles Chebyshev from the current position). A
 //! rejected move answers `error` `invalid_position` on the connection that sent it; an accepted
-//! one moves the avatar in the proximity index and answers `location_updated`.
+//! one moves the avatar and answers `location_updated`.
+//!
+//! Every accepted step of a tick, the users' here and the simulated avatars' ([`super::bots`]),
+//! goes through [`accept_step`]: the avatar's position and land change at once, and the step is
+//! queued in [`StepBatch`]. At the end of [`TickSet::Simulate`], [`apply_steps`] hands the whole
+//! tick's steps to the proximity index in one [`ProximityIndex::move_batch`] (the same sets and
+//! net changes as moving them one by one, filed in grid order). Nothing reads the index between
+//! the moves and that flush.
+//!
+//! [`ProximityIndex::move_batch`]: landworld_shared::world::ProximityIndex::move_batch
 
 use bevy_app::{App, Update};
 use bevy_ecs::prelude::*;
 use landworld_shared::protocol::ws::{ServerFrame, error_code};
-use landworld_shared::world::{TilePos, WorldMap, chebyshev};
+use landworld_shared::world::{Slot, TilePos, WorldMap, chebyshev};
 
 use super::avatar::{Avatar, PendingMovers, Proximity};
 use super::lands::{LandChanged, Lands};
@@ -14,7 +23,46 @@ use super::persist::PersistState;
 use super::{Map, TickSet, WorldSettings};
 
 pub(super) fn plugin(app: &mut App) {
+    app.init_resource::<StepBatch>();
     app.add_systems(Update, apply_moves.in_set(TickSet::Simulate));
+    app.add_systems(Update, apply_steps.in_set(TickSet::ApplySteps));
+}
+
+/// The accepted steps of the current tick, `(slot, new position)` in the order they were
+/// accepted, waiting for [`apply_steps`].
+#[derive(Resource, Default, Debug)]
+pub struct StepBatch(pub Vec<(Slot, TilePos)>);
+
+/// Applies one validated step of `avatar` (owned by `entity`) to `to`: moves the avatar, queues
+/// the step for the proximity index, and announces a land change. Returns whether the position
+/// changed (a step onto the current tile is accepted but moves nothing).
+pub fn accept_step(
+    entity: Entity,
+    avatar: &mut Avatar,
+    to: TilePos,
+    lands: &Lands,
+    steps: &mut StepBatch,
+    land_changes: &mut MessageWriter<LandChanged>,
+) -> bool {
+    let moved = to != avatar.pos;
+    if moved {
+        steps.0.push((avatar.slot, to));
+        avatar.pos = to;
+    }
+    let land = lands.land_at(to);
+    if land != avatar.land {
+        land_changes.write(LandChanged { entity, from: avatar.land, to: land });
+    }
+    moved
+}
+
+/// Hands the tick's accepted steps to the proximity index in one batch.
+fn apply_steps(mut steps: ResMut<StepBatch>, mut prox: ResMut<Proximity>) {
+    if steps.0.is_empty() {
+        return;
+    }
+    prox.index.move_batch(&steps.0);
+    steps.0.clear();
 }
 
 /// Why a move was refused.
@@ -59,7 +107,7 @@ fn apply_moves(
     map: Res<Map>,
     settings: Res<WorldSettings>,
     lands: Res<Lands>,
-    mut prox: ResMut<Proximity>,
+    mut steps: ResMut<StepBatch>,
     mut persist: ResMut<PersistState>,
     mut land_changes: MessageWriter<LandChanged>,
 ) {
@@ -83,14 +131,8 @@ fn apply_moves(
             }
             Ok(()) => {
                 metrics::counter!("landworld_moves_accepted_total").increment(1);
-                if mv.to != avatar.pos {
-                    prox.index.move_to(avatar.slot, mv.to);
-                    avatar.pos = mv.to;
+                if accept_step(entity, &mut avatar, mv.to, &lands, &mut steps, &mut land_changes) {
                     persist.mark(entity);
-                }
-                let land = lands.land_at(mv.to);
-                if land != avatar.land {
-                    land_changes.write(LandChanged { entity, from: avatar.land, to: land });
                 }
                 let position = lands.position_of(mv.to);
                 avatar.send_frame(&ServerFrame::LocationUpdated {

@@ -208,3 +208,52 @@ fn a_full_send_queue_closes_the_slow_consumer_only() {
     assert!(control.is_closed());
     assert_eq!(control.code(), 4008);
 }
+
+#[test]
+fn bot_and_user_steps_reach_the_index_in_one_batch() {
+    let map = Arc::new(WorldMap::open(32, 32));
+    let (persist_tx, _persist_rx) = mpsc::channel(64);
+    let parts = WorldParts {
+        settings: WorldSettings { tick_hz: 20, max_step: 1, position_flush: Duration::from_secs(3600), sim_bots: 200 },
+        map,
+        lands: Vec::new(),
+        persist_tx,
+    };
+    let (app, handle) = build_app(parts);
+    let mut h = Harness { app, handle, persist_rx: mpsc::channel(1).1, land: Uuid::new_v4() };
+    let mut a = h.connect(16, 16);
+    h.tick();
+    frames(&mut a);
+    for k in 0..20 {
+        h.move_to(&a, 16 + (k + 1) % 2, 16);
+        h.tick();
+        // After every tick the index agrees with every avatar, bots and the user alike, and the
+        // user's nearby list is exactly the avatars within its radius.
+        let world = h.app.world_mut();
+        let mut q = world.query::<&super::avatar::Avatar>();
+        let avatars: Vec<(TilePos, u32)> = q.iter(world).map(|av| (av.pos, av.slot)).collect();
+        let prox = world.resource::<super::avatar::Proximity>();
+        assert_eq!(prox.index.len(), avatars.len());
+        for &(pos, slot) in &avatars {
+            assert_eq!(prox.index.position(slot), Some(pos), "slot {slot}");
+        }
+    }
+    let user_slot = {
+        let world = h.app.world_mut();
+        let mut q = world.query::<&super::avatar::Avatar>();
+        q.iter(world).find(|av| av.user_id == a.user_id).map(|av| (av.pos, av.slot))
+    };
+    let (pos, slot) = user_slot.expect("the user's avatar");
+    let world = h.app.world_mut();
+    let mut q = world.query::<&super::avatar::Avatar>();
+    let mut want: Vec<u32> = q
+        .iter(world)
+        .filter(|av| av.slot != slot && landworld_shared::world::chebyshev(av.pos, pos) <= 5)
+        .map(|av| av.slot)
+        .collect();
+    want.sort_unstable();
+    let prox = world.resource::<super::avatar::Proximity>();
+    let mut got = prox.index.nearby(slot).to_vec();
+    got.sort_unstable();
+    assert_eq!(got, want);
+}

@@ -17,20 +17,23 @@
 //! # Design
 //!
 //! A tick is a few thousand independent moves, each landing on memory the previous one did not
-//! touch, so the layout minimises the cache lines one move touches, and the scan of a move's
-//! candidates is kept free of unpredictable branches. (Measured: at the 100,000-avatar density,
-//! a move costs about the same on a 512×512 map whose index fits in L2 as on the 2048×2048 one,
-//! so past that layout the per-candidate work, not cache misses, is what is left.)
+//! touch, so the layout minimises the cache lines one move touches, batches issue their cache
+//! misses together, and the scan of a move's candidates is kept free of unpredictable branches.
+//! (Profiled at 100,000 avatars with `perf record -e cpu-clock` and callgrind: before batches
+//! recorded their list updates, about a third of a tick was waiting on the per-slot lists'
+//! cache lines and a tenth on the cells' header line; what is left is mostly the candidate scan,
+//! about 2,300 instructions per move in all.)
 //!
 //! - **Two uniform grids ("tiers")** hold the slots: radius ≤ [`SMALL_TIER_MAX_RADIUS`] in a fine
 //!   grid (16×16-tile cells), larger radii in a coarse one (128×128). A move scans each non-empty
 //!   tier with `Q = max(r_a, largest radius in that tier)`, so one user with radius 50 does not
 //!   make every other move scan a 101×101 area of the fine grid. A radius histogram gives each
 //!   tier's largest radius in O(1).
-//! - **A cell is two cache lines** (`#[repr(align(128))]`): its count and up to 15 packed 8-byte
-//!   entries `(slot, x, y, radius)` with the position relative to the cell corner (hence cells of
-//!   at most 256 tiles and maps of at most [`MAX_SIDE`] tiles a side). Seven entries fit the first
-//!   line, so a sparse cell costs one line; a crowded cell spills into a side vector. A scan
+//! - **A cell is two cache lines** (`#[repr(C, align(128))]`: the header must come first, which
+//!   Rust's default layout did not do): its count and up to 15 packed 8-byte entries
+//!   `(slot, x, y, radius)` with the position relative to the cell corner (hence cells of at most
+//!   256 tiles and maps of at most [`MAX_SIDE`] tiles a side). Seven entries fit the first line,
+//!   so a sparse cell costs one line; a crowded cell spills into a side vector. A scan
 //!   reads rows of adjacent cells. The cell is recomputed from the slot's position; leaving it
 //!   is a swap-remove after a search of that (small, already cached) cell. Cell sizes were picked by measurement with
 //!   `benches/proximity_tick.rs` (16 beat 8 for the fine grid: fewer lines per scan).
@@ -40,8 +43,9 @@
 //!   `q` grown by `Q` (two scans for a teleport) sees every slot whose relation to `a` can change,
 //!   with its position and radius inline, and compares before and after.
 //! - **Branch-free candidate test** (`Mover::scan`): for every entry of the scanned cells, both
-//!   distances and "a relation changes, or it observes `a`" are computed with plain arithmetic
-//!   and the few hits compacted into a 16-entry buffer; only hits take branches. (Random
+//!   distances and a superset test ("within `Q` of `p` or of `q`") are computed with plain
+//!   arithmetic into a bit mask; only the set bits (about as many as the true hits) get the exact
+//!   test "a relation changes, or it observes `a`" and take branches. (Random
 //!   neighbours make a per-entry `if` a coin flip: a misprediction per candidate.) The stored
 //!   lists are touched only where a pair actually enters or leaves; observers that keep `a` are
 //!   only flagged dirty. Work per move is the number of slots in those few cells: never all-pairs,
@@ -54,15 +58,15 @@
 //!   window.
 //! - **Batches** ([`ProximityIndex::move_batch`]) keep each slot's last move, update the slot
 //!   table in one loop of independent accesses, then file the moves in cell order (radix sort),
-//!   so consecutive moves scan overlapping, cached cells. The result equals the moves one by
-//!   one. Deferring the nearby/observer list updates of a batch and applying them sorted by slot
-//!   was tried and measured no faster, so lists are updated as pairs change, as in `move_to`.
+//!   so consecutive moves scan overlapping, cached cells. Since a scan reads only the grids, each
+//!   group of 64 moves first only updates the grid and records what each hit changes (an
+//!   `Event`), then applies the events in the same order, reading the list and flag lines of the
+//!   next 32 events before applying the current ones: the cache misses of a chunk overlap instead
+//!   of queueing one behind the other. The result equals the moves one by one. (Sorting the list
+//!   updates by slot instead was tried earlier and measured no faster.)
 //!
 //! Measured with `benches/proximity_tick.rs` (2048×2048 map, radius 5, 10 % of avatars step each
-//! tick), CPU time per tick on the shared 2-core development box: 10,000 avatars ≈ 0.18–0.23 ms
-//! (per move or batched); 100,000 ≈ 6.2–7.3 ms one `move_to` at a time, 6.0–6.2 ms with
-//! `move_batch`; with 1 % at radius 50, 11–12 ms and 9.1–9.9 ms. The all-pairs baseline at
-//! 10,000 takes ≈ 130 ms.
+//! tick): see `docs/performance.md` for the figures, the commands and the machine's load.
 //!
 //! Positions outside the map are **clamped** onto the map's nearest tile; out-of-range or freed
 //! slot ids are no-ops for mutators and `None`/empty for readers. No method panics.
@@ -135,9 +139,10 @@ struct Entry {
     pos: TilePos,
 }
 
-/// Per-slot position and radius, 6 bytes so the table stays in L2 (coordinates fit a `u16`
+/// Per-slot position and radius, 6 bytes so the table stays small (coordinates fit a `u16`
 /// because maps are at most [`MAX_SIDE`] a side; the cell is recomputed from the position).
-/// Liveness is in the flag bytes.
+/// Liveness is in the flag bytes, and mirrored here as radius 0 for a free slot so a position
+/// lookup reads one table.
 #[derive(Debug, Clone, Copy, Default)]
 struct SlotData {
     x: u16,
@@ -191,6 +196,14 @@ impl Default for SlotList {
 }
 
 impl SlotList {
+    #[inline]
+    fn len(&self) -> usize {
+        match self {
+            SlotList::Inline(n, _) => usize::from(*n),
+            SlotList::Heap(v) => v.len(),
+        }
+    }
+
     #[inline]
     fn as_slice(&self) -> &[Slot] {
         match self {
@@ -285,7 +298,7 @@ const CELL_INLINE: usize = 15;
 /// scanning a row of cells reads consecutive memory and, unless the cell holds more than seven
 /// slots, only its first line.
 #[derive(Debug, Clone, Copy, Default)]
-#[repr(align(128))]
+#[repr(C, align(128))]
 struct Cell {
     len: u32,
     /// `1 +` index into [`Grid::spills`] while `len > CELL_INLINE`; 0 otherwise.
@@ -426,6 +439,18 @@ impl Grid {
         self.spills.get_mut(i as usize)?.iter_mut().find(|e| e.slot == slot)
     }
 
+    /// Moves `slot` (radius `r`) from `old` to `new` in this grid.
+    #[inline]
+    fn refile(&mut self, slot: Slot, old: TilePos, new: TilePos, r: u32) {
+        let (old_cell, new_cell) = (self.cell_of(old), self.cell_of(new));
+        if new_cell == old_cell {
+            self.update(old_cell, slot, new, r);
+        } else {
+            self.remove(old_cell, slot);
+            self.push(new_cell, slot, new, r);
+        }
+    }
+
     /// Rewrites `slot`'s entry in `cell` (which must still be the cell of `pos`).
     fn update(&mut self, cell: u32, slot: Slot, pos: TilePos, radius: u32) {
         let p = self.pack(slot, pos, radius);
@@ -554,6 +579,38 @@ impl Recorder<'_> {
         self.event(o);
     }
 
+    /// Applies a recorded [`Event`]: the same as the `relate` call it was recorded from.
+    #[inline]
+    fn apply(&mut self, e: &Event) {
+        if e.kind & EV_S_IN != 0 {
+            self.enter(e.a, e.c);
+        }
+        if e.kind & EV_S_OUT != 0 {
+            self.leave(e.a, e.c);
+        }
+        if e.kind & EV_R_IN != 0 {
+            self.enter(e.c, e.a);
+        }
+        if e.kind & EV_R_OUT != 0 {
+            self.leave(e.c, e.a);
+        }
+        if e.kind & EV_R_STAY != 0 {
+            self.dirty(e.c);
+        }
+    }
+
+    /// Reads the cache lines `apply(e)` will write (the lists of both slots, or only the mover's
+    /// when just `c`'s flag changes, and `c`'s flags) and folds them into a value, so a loop of
+    /// touches issues its cache misses together instead of one by one.
+    #[inline(always)]
+    fn touch(&self, e: &Event) -> usize {
+        let other = if e.kind & !EV_R_STAY != 0 { e.c } else { e.a };
+        let l = self.links.get(other as usize).map_or(0, |l| l.near.len());
+        let la = self.links.get(e.a as usize).map_or(0, |l| l.obs.len());
+        let f = self.flags.get(e.c as usize).map_or(0, |&f| usize::from(f));
+        l ^ la ^ f
+    }
+
     /// Slot `a` (radius `r_a`) went from distance `d_old` to `d_new` of the candidate in `h`
     /// (`u32::MAX`: not on the map). Records what changed on both sides. Kept out of line so
     /// the scan loops that call it for the few close candidates stay small.
@@ -581,6 +638,37 @@ impl Recorder<'_> {
     }
 }
 
+/// What [`Recorder::relate`] does for one hit, recorded by [`ProximityIndex::move_batch`] to be
+/// applied later: `kind` holds the `EV_*` bits, applied in the order of their values.
+#[derive(Debug, Clone, Copy, Default)]
+struct Event {
+    a: Slot,
+    c: Slot,
+    kind: u8,
+}
+
+/// `c` enters / leaves `S(a)`; `a` enters / leaves / stays in (and moved within) `S(c)`.
+const EV_S_IN: u8 = 1;
+const EV_S_OUT: u8 = 2;
+const EV_R_IN: u8 = 4;
+const EV_R_OUT: u8 = 8;
+const EV_R_STAY: u8 = 16;
+
+impl Event {
+    /// The event of mover `a` (radius `r_a`) and hit `h`, exactly as `relate` decides.
+    #[inline(always)]
+    fn of(a: Slot, r_a: u32, h: &Hit) -> Self {
+        let (s_old, s_new) = (h.d_old <= r_a, h.d_new <= r_a);
+        let (r_old, r_new) = (h.d_old <= h.radius, h.d_new <= h.radius);
+        let kind = (u8::from(s_new & !s_old) * EV_S_IN)
+            | (u8::from(s_old & !s_new) * EV_S_OUT)
+            | (u8::from(r_new & !r_old) * EV_R_IN)
+            | (u8::from(r_old & !r_new) * EV_R_OUT)
+            | (u8::from(r_old & r_new) * EV_R_STAY);
+        Self { a, c: h.slot, kind }
+    }
+}
+
 /// A candidate whose relation to a moving slot changes or that observes it: what
 /// [`Recorder::relate`] needs.
 #[derive(Debug, Clone, Copy, Default)]
@@ -591,8 +679,8 @@ struct Hit {
     d_new: u32,
 }
 
-/// Entries examined per round of [`Mover::scan`].
-const HIT_CHUNK: usize = 16;
+/// Entries examined per round of [`Mover::scan`] (one bit each in a `u32`).
+const HIT_CHUNK: usize = 32;
 
 /// Where a [`Mover::scan`] may find the hits of a pass: `d_new` within `lo..=hi`.
 type NewRange = (u32, u32);
@@ -607,32 +695,90 @@ struct Mover {
 }
 
 impl Mover {
-    /// Hands every entry of a cell (corner `ox, oy`) that `relate` has to see to `f`. The
-    /// entries are examined in rounds of [`HIT_CHUNK`]: distances and the "relation changes or
-    /// observes the mover" test are computed for each without a branch and the hits compacted
-    /// into a small buffer, so the unpredictable per-candidate decisions cost no mispredictions;
-    /// only the few hits take branches.
+    /// Hands every entry of a cell (corner `ox, oy`) that `relate` has to see to `f`; `q` bounds
+    /// the radii involved (the mover's and the tier's). The entries are examined in rounds of
+    /// [`HIT_CHUNK`]: a cheap superset test, "within `q` of the old or the new position", is
+    /// computed for each without a branch into a bit mask, so the unpredictable per-candidate
+    /// decisions cost no mispredictions; only the few set bits (about as many as true hits) get
+    /// the exact test, the range check and the call.
     #[inline(always)]
-    fn scan(&self, entries: &[Packed], ox: i32, oy: i32, (lo, hi): NewRange, f: &mut impl FnMut(&Hit)) {
+    fn scan(&self, entries: &[Packed], ox: i32, oy: i32, q: u32, (lo, hi): NewRange, f: &mut impl FnMut(&Hit)) {
         let (ax, ay) = (self.old.0 - ox, self.old.1 - oy);
         let (bx, by) = (self.new.0 - ox, self.new.1 - oy);
-        let mut buf = [Hit::default(); HIT_CHUNK];
         for chunk in entries.chunks(HIT_CHUNK) {
-            let mut n = 0;
-            for p in chunk {
+            let mut mask = 0u32;
+            for (i, p) in chunk.iter().enumerate() {
+                let (x, y) = (i32::from(p.dx), i32::from(p.dy));
+                let d_old = (x - ax).unsigned_abs().max((y - ay).unsigned_abs());
+                let d_new = (x - bx).unsigned_abs().max((y - by).unsigned_abs());
+                mask |= u32::from(d_old.min(d_new) <= q) << i;
+            }
+            while mask != 0 {
+                let i = mask.trailing_zeros() as usize;
+                mask &= mask - 1;
+                let Some(p) = chunk.get(i) else { break };
                 let (x, y) = (i32::from(p.dx), i32::from(p.dy));
                 let d_old = (x - ax).unsigned_abs().max((y - ay).unsigned_abs());
                 let d_new = (x - bx).unsigned_abs().max((y - by).unsigned_abs());
                 let radius = u32::from(p.radius);
                 let changes = (d_old <= self.r_a) != (d_new <= self.r_a);
                 let observes = (d_old <= radius) | (d_new <= radius);
-                let keep = (changes | observes) & (p.slot != self.slot) & (d_new >= lo) & (d_new <= hi);
-                // `n` is at most the index in the chunk here, so the mask never changes it.
-                buf[n & (HIT_CHUNK - 1)] = Hit { slot: p.slot, radius, d_old, d_new };
-                n += usize::from(keep);
+                if (changes | observes) && p.slot != self.slot && d_new >= lo && d_new <= hi {
+                    f(&Hit { slot: p.slot, radius, d_old, d_new });
+                }
             }
-            for h in buf.iter().take(n) {
-                f(h);
+        }
+    }
+}
+
+/// Calls `f` for every slot of `grids` whose relation to `slot` (radius `r_a`, already filed at
+/// `new`) can have changed by its move from `old` (`None`: just inserted), or that observes it:
+/// each tier is scanned around both positions. Reads only the grids.
+#[inline]
+fn scan_move(
+    grids: &[Grid; 2],
+    tier_max: &[u32; 2],
+    w: u32,
+    h: u32,
+    slot: Slot,
+    r_a: u32,
+    old: Option<TilePos>,
+    new: TilePos,
+    mut f: impl FnMut(&Hit),
+) {
+    // A point so far away that nothing is near it stands in for "not on the map yet".
+    const NOWHERE: i32 = -(1 << 29);
+    let o = old.map_or((NOWHERE, NOWHERE), |p| (p.x, p.y));
+    let m = Mover { slot, r_a, old: o, new: (new.x, new.y) };
+    for (g, &tmax) in grids.iter().zip(tier_max.iter()) {
+        if g.count == 0 {
+            continue;
+        }
+        // Every slot of this tier whose relation to `slot` can change is within `q` of
+        // `old` or of `new` (`q` covers both `r_a` and the tier's radii).
+        let q = r_a.max(tmax);
+        let all = (0, u32::MAX);
+        match old {
+            Some(old) if dist(old, new) > q => {
+                // A teleport: the cells around `new`, then those around `old` for what is
+                // not near `new` (so an entry seen by both scans counts once).
+                g.visit_cells(point_area(new), q, w, h, |ox, oy, e, _, _| m.scan(e, ox, oy, q, (0, q), &mut f));
+                g.visit_cells(point_area(old), q, w, h, |ox, oy, e, _, _| {
+                    m.scan(e, ox, oy, q, (q + 1, u32::MAX), &mut f)
+                });
+            }
+            Some(old) => {
+                // Overlapping neighbourhoods: one scan of the cells of their bounding box.
+                let area = (
+                    i64::from(old.x.min(new.x)),
+                    i64::from(old.y.min(new.y)),
+                    i64::from(old.x.max(new.x)),
+                    i64::from(old.y.max(new.y)),
+                );
+                g.visit_cells(area, q, w, h, |ox, oy, e, _, _| m.scan(e, ox, oy, q, all, &mut f));
+            }
+            None => {
+                g.visit_cells(point_area(new), q, w, h, |ox, oy, e, _, _| m.scan(e, ox, oy, q, all, &mut f));
             }
         }
     }
@@ -657,7 +803,14 @@ struct BatchScratch {
     moves_tmp: Vec<BatchMove>,
     /// Radix sort buckets.
     counts: Vec<u32>,
+    /// Recorded list updates of the moves filed so far.
+    events: Vec<Event>,
 }
+
+/// Moves of a batch whose list updates are recorded before they are applied together.
+const BATCH_GROUP: usize = 64;
+/// Events whose cache lines are touched ahead of applying them.
+const TOUCH_AHEAD: usize = 32;
 
 /// The incremental proximity index. See the module documentation.
 #[derive(Debug, Clone)]
@@ -809,9 +962,10 @@ impl ProximityIndex {
         self.flags.get(slot as usize).is_some_and(|f| f & ALIVE != 0)
     }
 
+    /// A live slot's record; a free slot's record has radius 0 (so this reads one table).
     #[inline]
     fn data(&self, slot: Slot) -> Option<&SlotData> {
-        if self.alive(slot) { self.slots.get(slot as usize) } else { None }
+        self.slots.get(slot as usize).filter(|d| d.radius != 0)
     }
 
     /// Adds a slot at `pos` (clamped onto the map) with `radius` (clamped to `1..=50`) and links
@@ -872,6 +1026,10 @@ impl ProximityIndex {
         if let Some(f) = self.flags.get_mut(i) {
             // Keep DIRTY so the flag stays consistent with the pending list; take_changes drops it.
             *f &= !ALIVE;
+        }
+        if let Some(d) = self.slots.get_mut(i) {
+            // Radius 0 marks the record free (see `data`).
+            d.radius = 0;
         }
         self.len -= 1;
         self.pending_free.push(slot);
@@ -940,9 +1098,45 @@ impl ProximityIndex {
         let key_bound = fine_cells + self.grids[1].cells.len() as u32;
         let BatchScratch { moves_tmp, counts, .. } = &mut self.batch;
         radix_sort(&mut batch, moves_tmp, counts, key_bound, |m| m.key);
-        for m in &batch {
-            self.refile(m.slot, m.old, TilePos::new(i32::from(m.new_x), i32::from(m.new_y)));
+        // The scans read only the grids, so each group's list updates are recorded as events and
+        // applied afterwards in the same order (hence the same result), with the lines they
+        // write touched a chunk ahead: the cache misses of a chunk overlap instead of queueing.
+        let mut events = std::mem::take(&mut self.batch.events);
+        let (w, h) = (self.width, self.height);
+        for group in batch.chunks(BATCH_GROUP) {
+            events.clear();
+            // The cells the group leaves, touched together (the scans read around them).
+            let mut touched = 0;
+            for m in group {
+                let (g, cell) = match m.key.checked_sub(fine_cells) {
+                    None => (&self.grids[0], m.key),
+                    Some(k) => (&self.grids[1], k),
+                };
+                touched ^= g.cells.get(cell as usize).map_or(0, |c| c.len as usize);
+            }
+            for m in group {
+                let new = TilePos::new(i32::from(m.new_x), i32::from(m.new_y));
+                let r_a = m.old.radius();
+                self.grids[usize::from(m.old.tier)].refile(m.slot, m.old.pos(), new, r_a);
+                scan_move(&self.grids, &self.tier_max, w, h, m.slot, r_a, Some(m.old.pos()), new, |hit| {
+                    events.push(Event::of(m.slot, r_a, hit))
+                });
+            }
+            let mut rec = self.recorder();
+            for e in events.iter().take(TOUCH_AHEAD) {
+                touched ^= rec.touch(e);
+            }
+            for (i, e) in events.iter().enumerate() {
+                if i % TOUCH_AHEAD == 0 {
+                    for e in events.iter().skip(i + TOUCH_AHEAD).take(TOUCH_AHEAD) {
+                        touched ^= rec.touch(e);
+                    }
+                }
+                rec.apply(e);
+            }
+            std::hint::black_box(touched);
         }
+        self.batch.events = events;
         self.batch.moves = batch;
     }
 
@@ -951,14 +1145,7 @@ impl ProximityIndex {
     #[inline]
     fn refile(&mut self, slot: Slot, d: SlotData, new: TilePos) {
         let (old, r) = (d.pos(), d.radius());
-        let g = &mut self.grids[usize::from(d.tier)];
-        let (old_cell, new_cell) = (g.cell_of(old), g.cell_of(new));
-        if new_cell == old_cell {
-            g.update(old_cell, slot, new, r);
-        } else {
-            g.remove(old_cell, slot);
-            g.push(new_cell, slot, new, r);
-        }
+        self.grids[usize::from(d.tier)].refile(slot, old, new, r);
         self.relink(slot, r, Some(old), new);
     }
 
@@ -1095,43 +1282,7 @@ impl ProximityIndex {
         let (w, h) = (self.width, self.height);
         let Self { grids, links, flags, changes, tier_max, .. } = self;
         let mut rec = Recorder { links, flags, changes };
-        // A point so far away that nothing is near it stands in for "not on the map yet".
-        const NOWHERE: i32 = -(1 << 29);
-        let o = old.map_or((NOWHERE, NOWHERE), |p| (p.x, p.y));
-        let m = Mover { slot, r_a, old: o, new: (new.x, new.y) };
-        let mut relate = |h: &Hit| rec.relate(slot, r_a, h);
-        for (g, &tmax) in grids.iter().zip(tier_max.iter()) {
-            if g.count == 0 {
-                continue;
-            }
-            // Every slot of this tier whose relation to `slot` can change is within `q` of
-            // `old` or of `new` (`q` covers both `r_a` and the tier's radii).
-            let q = r_a.max(tmax);
-            let all = (0, u32::MAX);
-            match old {
-                Some(old) if dist(old, new) > q => {
-                    // A teleport: the cells around `new`, then those around `old` for what is
-                    // not near `new` (so an entry seen by both scans counts once).
-                    g.visit_cells(point_area(new), q, w, h, |ox, oy, e, _, _| m.scan(e, ox, oy, (0, q), &mut relate));
-                    g.visit_cells(point_area(old), q, w, h, |ox, oy, e, _, _| {
-                        m.scan(e, ox, oy, (q + 1, u32::MAX), &mut relate)
-                    });
-                }
-                Some(old) => {
-                    // Overlapping neighbourhoods: one scan of the cells of their bounding box.
-                    let area = (
-                        i64::from(old.x.min(new.x)),
-                        i64::from(old.y.min(new.y)),
-                        i64::from(old.x.max(new.x)),
-                        i64::from(old.y.max(new.y)),
-                    );
-                    g.visit_cells(area, q, w, h, |ox, oy, e, _, _| m.scan(e, ox, oy, all, &mut relate));
-                }
-                None => {
-                    g.visit_cells(point_area(new), q, w, h, |ox, oy, e, _, _| m.scan(e, ox, oy, all, &mut relate));
-                }
-            }
-        }
+        scan_move(grids, tier_max, w, h, slot, r_a, old, new, |h| rec.relate(slot, r_a, h));
     }
 
     fn hist_add(&mut self, r: u32) {
@@ -1521,6 +1672,9 @@ mod tests {
     fn layout_is_cache_friendly() {
         assert_eq!(std::mem::size_of::<Packed>(), 8);
         assert_eq!(std::mem::size_of::<Cell>(), 128);
+        // The header shares the first cache line with the first entries.
+        assert_eq!(std::mem::offset_of!(Cell, len), 0);
+        assert_eq!(std::mem::offset_of!(Cell, inline), 8);
         assert_eq!(std::mem::size_of::<Links>(), 64);
     }
 
