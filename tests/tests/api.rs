@@ -311,6 +311,18 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/lands"),
     ("get", "/api/v1/lands/{id}"),
     ("patch", "/api/v1/lands/{id}"),
+    ("get", "/api/v1/chat/sessions"),
+    ("get", "/api/v1/chat/sessions/{id}/messages"),
+    ("post", "/api/v1/chat/sessions/{id}/messages"),
+    ("delete", "/api/v1/chat/sessions/{id}/messages/{message_id}"),
+    ("post", "/api/v1/chat/private"),
+    ("post", "/api/v1/chat/groups"),
+    ("post", "/api/v1/chat/groups/{id}/members"),
+    ("delete", "/api/v1/chat/groups/{id}/members"),
+    ("delete", "/api/v1/chat/groups/{id}/members/{user_id}"),
+    ("post", "/api/v1/chat/land/{land_id}/session"),
+    ("get", "/api/v1/chat/land/{land_id}/participants"),
+    ("get", "/api/v1/chat/stats"),
     ("get", "/api/v1/ws/connect"),
     ("get", "/api/v1/ws/online-users"),
     ("get", "/api/v1/ws/stats"),
@@ -370,11 +382,16 @@ async fn openapi_lists_every_route() -> anyhow::Result<()> {
             assert!(responses.contains_key("401"), "{method} {path}: secured without a 401");
         }
         // Probe: anonymous, empty JSON object for bodies, a random id for path parameters.
-        let url = app.url(&path.replace("{id}", &uuid::Uuid::new_v4().to_string()));
+        let mut concrete = path.to_string();
+        while let (Some(a), Some(b)) = (concrete.find('{'), concrete.find('}')) {
+            concrete.replace_range(a..=b, &uuid::Uuid::new_v4().to_string());
+        }
+        let url = app.url(&concrete);
         let req = match *method {
             "get" => app.http.get(url),
             "post" => app.http.post(url).json(&json!({})),
             "patch" => app.http.patch(url).json(&json!({})),
+            "delete" => app.http.delete(url).json(&json!({})),
             other => panic!("add {other} to the probe"),
         };
         let res = req.send().await?;

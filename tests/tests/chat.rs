@@ -43,8 +43,17 @@ async fn first_land(app: &TestApp, user: &TestUser) -> Result<String> {
     Ok(lands["lands"][0]["id"].as_str().ok_or_else(|| anyhow!("no lands"))?.to_string())
 }
 
-/// Connects and explicitly joins a land room; returns the socket and the `joined_room` frame.
+/// A walkable tile outside every land (so land-room membership comes only from `join_room`).
+fn off_land() -> TilePos {
+    static AT: std::sync::OnceLock<TilePos> = std::sync::OnceLock::new();
+    *AT.get_or_init(|| open_run(&map(), 1))
+}
+
+/// Connects from a tile outside every land and explicitly joins a land room; returns the socket
+/// and the `joined_room` frame.
 async fn joined(app: &TestApp, user: &TestUser, room: &str) -> Result<(WsClient, Value)> {
+    let at = off_land();
+    app.place(user, at.x, at.y).await?;
     let (mut ws, _) = app.ws(user).await?;
     ws.send(json!({"type": "join_room", "room_id": room})).await?;
     let j = ws.expect("joined_room").await?;
@@ -467,6 +476,8 @@ both_backends!(history_pages_in_both_directions, |app| {
 both_backends!(bad_chat_frames_get_errors_and_the_connection_stays_open, |app| {
     let alice = app.user("alice").await?;
     let land = first_land(&app, &alice).await?;
+    let at = off_land();
+    app.place(&alice, at.x, at.y).await?;
     let (mut wa, _) = app.ws(&alice).await?;
     // Not on the land and not joined: sending is refused.
     wa.send(json!({"type": "send_message", "room_id": land, "content": "hi", "client_msg_id": "x1"})).await?;

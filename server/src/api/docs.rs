@@ -74,6 +74,15 @@ pub enum StatusDoc {
     Offline,
 }
 
+/// A room member (mirror of `landworld_shared::protocol::ws::RoomMember`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = RoomMember)]
+#[allow(dead_code)] // documentation only
+pub struct RoomMemberDoc {
+    pub user_id: Uuid,
+    pub username: String,
+}
+
 /// An avatar's tile position and the land it stands on (`null` between lands).
 #[derive(Serialize, ToSchema)]
 #[schema(as = Position)]

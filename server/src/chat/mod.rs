@@ -91,7 +91,7 @@ pub struct Committed {
 }
 
 /// A message as history shows it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct HistoryMessage {
     pub message_id: Uuid,
     pub room_id: Uuid,
@@ -107,7 +107,7 @@ pub struct HistoryMessage {
     pub position: Option<MessagePosition>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct MessagePosition {
     pub x: i32,
     pub y: i32,
@@ -280,17 +280,25 @@ impl Chat {
         Ok(row.id)
     }
 
-    /// The world reports that a user now stands (or no longer stands) on a land room.
-    pub fn land_presence(&self, room_id: Uuid, user_id: Uuid, on: bool) {
+    /// The world reports that a user now stands (or no longer stands) on a land room's land.
+    /// When that changes the user's membership, every member (the user included) gets
+    /// `user_joined` / `user_left`.
+    pub fn land_presence(&self, room_id: Uuid, user_id: Uuid, username: &str, on: bool) {
         let hub = self.hub_read();
-        if let Some(room) = hub.rooms.get(&room_id) {
-            room.set_on_land(user_id, on);
-            if !room.is_member(user_id)
-                && let Some(entry) = hub.users.get(&user_id)
-            {
-                for c in &entry.conns {
-                    c.forget(room_id);
-                }
+        let Some(room) = hub.rooms.get(&room_id) else { return };
+        let before = if on { Vec::new() } else { room.member_ids() };
+        if !room.set_on_land(user_id, on) {
+            return;
+        }
+        let (frame, recipients) = if on {
+            (ServerFrame::UserJoined { room_id, user_id, username: username.to_string() }, room.member_ids())
+        } else {
+            (ServerFrame::UserLeft { room_id, user_id, username: username.to_string() }, before)
+        };
+        hub.send_to_users(recipients.iter(), &encode(&frame));
+        if !on && let Some(entry) = hub.users.get(&user_id) {
+            for c in &entry.conns {
+                c.forget(room_id);
             }
         }
     }

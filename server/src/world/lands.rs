@@ -115,7 +115,9 @@ fn update_land_membership(world: &mut World) {
 }
 
 /// Moves an avatar between land rooms: `user_left` to the old room (and the avatar), then
-/// `user_joined` to the new room (including the avatar).
+/// `user_joined` to the new room (including the avatar). With chat running, chat sends them to
+/// every member of the room (explicit joiners too); without it (plugin tests) the avatars on
+/// the land get them from here.
 pub fn move_membership(world: &mut World, entity: Entity, from: Option<usize>, to: Option<usize>) {
     let Some(avatar) = world.get::<Avatar>(entity) else { return };
     let (user_id, username) = (avatar.user_id, avatar.username.to_string());
@@ -128,12 +130,13 @@ pub fn move_membership(world: &mut World, entity: Entity, from: Option<usize>, t
             (lands.lands[old].room_id, recipients)
         };
         if let Some(chat) = &world.resource::<ChatLink>().0 {
-            chat.land_presence(room_id, user_id, false);
-        }
-        let frame = encode(&ServerFrame::UserLeft { room_id, user_id, username: username.clone() });
-        for e in recipients {
-            if let Some(a) = world.get::<Avatar>(e) {
-                a.send(&frame);
+            chat.land_presence(room_id, user_id, &username, false);
+        } else {
+            let frame = encode(&ServerFrame::UserLeft { room_id, user_id, username: username.clone() });
+            for e in recipients {
+                if let Some(a) = world.get::<Avatar>(e) {
+                    a.send(&frame);
+                }
             }
         }
     }
@@ -146,12 +149,13 @@ pub fn move_membership(world: &mut World, entity: Entity, from: Option<usize>, t
             (lands.lands[new].room_id, recipients)
         };
         if let Some(chat) = &world.resource::<ChatLink>().0 {
-            chat.land_presence(room_id, user_id, true);
-        }
-        let frame = encode(&ServerFrame::UserJoined { room_id, user_id, username });
-        for e in recipients {
-            if let Some(a) = world.get::<Avatar>(e) {
-                a.send(&frame);
+            chat.land_presence(room_id, user_id, &username, true);
+        } else {
+            let frame = encode(&ServerFrame::UserJoined { room_id, user_id, username });
+            for e in recipients {
+                if let Some(a) = world.get::<Avatar>(e) {
+                    a.send(&frame);
+                }
             }
         }
     }

@@ -218,6 +218,7 @@ fn bot_and_user_steps_reach_the_index_in_one_batch() {
         map,
         lands: Vec::new(),
         persist_tx,
+        chat: None,
     };
     let (app, handle) = build_app(parts);
     let mut h = Harness { app, handle, persist_rx: mpsc::channel(1).1, land: Uuid::new_v4() };

@@ -14,9 +14,10 @@ use landworld_shared::limits;
 use landworld_shared::protocol::ws::RoomMember;
 use landworld_shared::world::{Rect, TilePos};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::api::error::{ApiError, ApiResult};
+use crate::api::error::{ApiError, ApiResult, ErrorBody};
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery, AuthUser};
 use crate::api::state::AppState;
 use crate::chat::hub::{Room, RoomKind};
@@ -40,7 +41,7 @@ impl From<ChatError> for ApiError {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SessionView {
     pub id: Uuid,
     pub kind: &'static str,
@@ -50,6 +51,7 @@ pub struct SessionView {
     pub last_seq: i64,
     pub unread_count: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<crate::api::docs::RoomMemberDoc>>)]
     pub members: Option<Vec<RoomMember>>,
 }
 
@@ -73,7 +75,7 @@ async fn session_view(state: &AppState, room: &Room, user_id: Uuid, with_members
     })
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SessionList {
     pub sessions: Vec<SessionView>,
     pub total: usize,
@@ -81,6 +83,17 @@ pub struct SessionList {
 
 /// `GET /api/v1/chat/sessions`: private and group sessions, the land rooms the caller is in now,
 /// and the proximity room.
+#[utoipa::path(
+    get,
+    path = "/api/v1/chat/sessions",
+    tag = "chat",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Your sessions", body = SessionList),
+        (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+        (status = 503, description = "Chat storage unavailable; retry", body = ErrorBody),
+    )
+)]
 pub async fn sessions(State(state): State<AppState>, AuthUser(claims): AuthUser) -> ApiResult<Json<SessionList>> {
     let user_id = claims.sub;
     let mut rooms: Vec<Arc<Room>> = Vec::new();
@@ -96,7 +109,7 @@ pub async fn sessions(State(state): State<AppState>, AuthUser(claims): AuthUser)
     Ok(Json(SessionList { total: sessions.len(), sessions }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
     pub limit: Option<i64>,
@@ -104,7 +117,7 @@ pub struct HistoryQuery {
     pub after_seq: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct HistoryPage {
     pub room_id: Uuid,
     pub messages: Vec<HistoryMessage>,
@@ -113,6 +126,22 @@ pub struct HistoryPage {
 }
 
 /// `GET /api/v1/chat/sessions/{id}/messages?limit=&before_seq=&after_seq=`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/chat/sessions/{id}/messages",
+    tag = "chat",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Session id"), ("limit" = Option<i64>, Query, description = "1..=200, default 50"), ("before_seq" = Option<i64>, Query, description = "Page ending before this seq"), ("after_seq" = Option<i64>, Query, description = "Page starting after this seq")),
+    responses(
+        (status = 200, description = "A page of history, ascending seq", body = HistoryPage),
+        (status = 400, description = "Malformed JSON, query or content type", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+        (status = 403, description = "Not a member of this room", body = ErrorBody),
+        (status = 404, description = "No such room", body = ErrorBody),
+        (status = 422, description = "Invalid parameters or content", body = ErrorBody),
+        (status = 503, description = "Chat storage unavailable; retry", body = ErrorBody),
+    )
+)]
 pub async fn history(
     State(state): State<AppState>,
     AuthUser(claims): AuthUser,
@@ -132,14 +161,14 @@ pub async fn history(
     Ok(Json(HistoryPage { room_id: room.id, messages, has_more, last_seq: room.last_seq() }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendBody {
     pub content: String,
     pub client_msg_id: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SentView {
     pub room_id: Uuid,
     pub message_id: Uuid,
@@ -152,6 +181,24 @@ pub struct SentView {
 }
 
 /// `POST /api/v1/chat/sessions/{id}/messages`: answers 201 once the message is durable.
+#[utoipa::path(
+    post,
+    path = "/api/v1/chat/sessions/{id}/messages",
+    tag = "chat",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Session id")),
+    request_body = SendBody,
+    responses(
+        (status = 201, description = "Stored durably", body = SentView),
+        (status = 400, description = "Malformed JSON, query or content type", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+        (status = 403, description = "Not a member of this room", body = ErrorBody),
+        (status = 404, description = "No such room", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 422, description = "Invalid parameters or content", body = ErrorBody),
+        (status = 503, description = "Chat storage unavailable; retry", body = ErrorBody),
+    )
+)]
 pub async fn send(
     State(state): State<AppState>,
     AuthUser(claims): AuthUser,
@@ -176,6 +223,20 @@ pub async fn send(
 }
 
 /// `DELETE /api/v1/chat/sessions/{id}/messages/{message_id}`: soft delete (sender or admin).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/chat/sessions/{id}/messages/{message_id}",
+    tag = "chat",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Session id"), ("message_id" = Uuid, Path, description = "Message id")),
+    responses(
+        (status = 204, description = "Deleted (soft)"),
+        (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+        (status = 403, description = "Only the sender or an admin may delete", body = ErrorBody),
+        (status = 404, description = "No such room or message", body = ErrorBody),
+        (status = 503, description = "Chat storage unavailable; retry", body = ErrorBody),
+    )
+)]
 pub async fn delete_message(
     State(state): State<AppState>,
     AuthUser(claims): AuthUser,
@@ -186,13 +247,28 @@ pub async fn delete_message(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PrivateBody {
     pub user_id: Uuid,
 }
 
 /// `POST /api/v1/chat/private`: the private session with another user (created once).
+#[utoipa::path(
+    post,
+    path = "/api/v1/chat/private",
+    tag = "chat",
+    security(("bearer" = [])),
+    request_body = PrivateBody,
+    responses(
+        (status = 200, description = "The private session (created once)", body = SessionView),
+        (status = 400, description = "Malformed JSON, query or content type", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 422, description = "Invalid parameters or content", body = ErrorBody),
+        (status = 503, description = "Chat storage unavailable; retry", body = ErrorBody),
+    )
+)]
 pub async fn private(
     State(state): State<AppState>,
     AuthUser(claims): AuthUser,
@@ -209,7 +285,7 @@ pub async fn private(
     Ok(Json(session_view(&state, &room, claims.sub, true).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GroupBody {
     pub name: String,
@@ -218,6 +294,20 @@ pub struct GroupBody {
 }
 
 /// `POST /api/v1/chat/groups`: a named group of the caller and `member_ids`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/chat/groups",
+    tag = "chat",
+    security(("bearer" = [])),
+    request_body = GroupBody,
+    responses(
+        (status = 201, description = "The new group", body = SessionView),
+        (status = 400, description = "Malformed JSON, query or content type", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+        (status = 422, description = "Invalid parameters or content", body = ErrorBody),
+        (status = 503, description = "Chat storage unavailable; retry", body = ErrorBody),
+    )
+)]
 pub async fn create_group(
     State(state): State<AppState>,
     AuthUser(claims): AuthUser,
@@ -247,7 +337,7 @@ pub async fn create_group(
     Ok((StatusCode::CREATED, Json(session_view(&state, &room, claims.sub, true).await?)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MemberBody {
     pub user_id: Uuid,
@@ -262,6 +352,23 @@ async fn group_room(state: &AppState, id: Uuid) -> ApiResult<Arc<Room>> {
 }
 
 /// `POST /api/v1/chat/groups/{id}/members`: members (or admins) add a user.
+#[utoipa::path(
+    post,
+    path = "/api/v1/chat/groups/{id}/members",
+    tag = "chat",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Session id")),
+    request_body = MemberBody,
+    responses(
+        (status = 200, description = "The group with its members", body = SessionView),
+        (status = 400, description = "Malformed JSON, query or content type", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+        (status = 403, description = "Only members may add members", body = ErrorBody),
+        (status = 404, description = "No such group", body = ErrorBody),
+        (status = 422, description = "Invalid parameters or content", body = ErrorBody),
+        (status = 503, description = "Chat storage unavailable; retry", body = ErrorBody),
+    )
+)]
 pub async fn add_member(
     State(state): State<AppState>,
     AuthUser(claims): AuthUser,
@@ -283,6 +390,23 @@ pub async fn add_member(
 
 /// `DELETE /api/v1/chat/groups/{id}/members` (`{user_id}`) or `…/members/{user_id}`: the
 /// group's creator or an admin removes anyone; members remove themselves.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/chat/groups/{id}/members",
+    tag = "chat",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Session id")),
+    request_body = MemberBody,
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 400, description = "Malformed JSON, query or content type", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+        (status = 403, description = "Only the creator or an admin removes others", body = ErrorBody),
+        (status = 404, description = "No such group or member", body = ErrorBody),
+        (status = 422, description = "Invalid parameters or content", body = ErrorBody),
+        (status = 503, description = "Chat storage unavailable; retry", body = ErrorBody),
+    )
+)]
 pub async fn remove_member(
     State(state): State<AppState>,
     AuthUser(claims): AuthUser,
@@ -292,6 +416,20 @@ pub async fn remove_member(
     remove(&state, &claims, id, body.user_id).await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/chat/groups/{id}/members/{user_id}",
+    tag = "chat",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Session id"), ("user_id" = Uuid, Path, description = "The member to remove")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+        (status = 403, description = "Only the creator or an admin removes others", body = ErrorBody),
+        (status = 404, description = "No such group or member", body = ErrorBody),
+        (status = 503, description = "Chat storage unavailable; retry", body = ErrorBody),
+    )
+)]
 pub async fn remove_member_path(
     State(state): State<AppState>,
     AuthUser(claims): AuthUser,
@@ -319,6 +457,19 @@ async fn remove(state: &AppState, claims: &crate::auth::Claims, id: Uuid, user_i
 }
 
 /// `POST /api/v1/chat/land/{land_id}/session`: the land's session (created once).
+#[utoipa::path(
+    post,
+    path = "/api/v1/chat/land/{land_id}/session",
+    tag = "chat",
+    security(("bearer" = [])),
+    params(("land_id" = Uuid, Path, description = "Land id")),
+    responses(
+        (status = 200, description = "The land's session", body = SessionView),
+        (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+        (status = 404, description = "No such land", body = ErrorBody),
+        (status = 503, description = "Chat storage unavailable; retry", body = ErrorBody),
+    )
+)]
 pub async fn land_session(
     State(state): State<AppState>,
     AuthUser(claims): AuthUser,
@@ -330,13 +481,13 @@ pub async fn land_session(
     Ok(Json(session_view(&state, &room, claims.sub, true).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ParticipantsQuery {
     pub radius: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Participant {
     pub user_id: Uuid,
     pub username: String,
@@ -347,7 +498,7 @@ pub struct Participant {
     pub on_land: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Participants {
     pub land_id: Uuid,
     pub radius: u32,
@@ -364,6 +515,20 @@ fn distance_to_rect(p: TilePos, r: &Rect) -> u32 {
 
 /// `GET /api/v1/chat/land/{land_id}/participants?radius=5`: online users on the land or within
 /// `radius` (1..=50) tiles of it.
+#[utoipa::path(
+    get,
+    path = "/api/v1/chat/land/{land_id}/participants",
+    tag = "chat",
+    security(("bearer" = [])),
+    params(("land_id" = Uuid, Path, description = "Land id"), ("radius" = Option<i64>, Query, description = "1..=50, default 5")),
+    responses(
+        (status = 200, description = "Online users on or near the land", body = Participants),
+        (status = 400, description = "Malformed JSON, query or content type", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+        (status = 404, description = "No such land", body = ErrorBody),
+        (status = 422, description = "Invalid parameters or content", body = ErrorBody),
+    )
+)]
 pub async fn participants(
     State(state): State<AppState>,
     _user: AuthUser,
@@ -398,7 +563,7 @@ pub async fn participants(
     Ok(Json(Participants { land_id, radius, total: participants.len(), participants }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ChatStats {
     pub sessions: i64,
     pub messages: i64,
@@ -408,6 +573,17 @@ pub struct ChatStats {
 }
 
 /// `GET /api/v1/chat/stats`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/chat/stats",
+    tag = "chat",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Chat totals", body = ChatStats),
+        (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+        (status = 503, description = "Chat storage unavailable; retry", body = ErrorBody),
+    )
+)]
 pub async fn stats(State(state): State<AppState>, _user: AuthUser) -> ApiResult<Json<ChatStats>> {
     let today_start = now_ms() - now_ms().rem_euclid(24 * 60 * 60 * 1000);
     let totals = state.chat.db().chat_totals(today_start).await?;
