@@ -7,12 +7,14 @@
 //! - [`api`]: axum routes and WebSockets.
 //! - [`store`]: sqlx over SQLite or PostgreSQL.
 //! - [`auth`]: passwords and tokens. [`telemetry`]: logs and metrics.
+//! - [`load_users`]: the `load-users` command (bulk load-test accounts and tokens).
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod api;
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod load_users;
 pub mod store;
 pub mod telemetry;
 pub mod world;
