@@ -21,6 +21,7 @@ fn world_with_bots(
         map: Arc::new(WorldMap::open(2048, 2048)),
         lands: Vec::new(),
         persist_tx,
+        chat: None,
     };
     let (mut app, _handle) = build_app(parts);
     app.finish();

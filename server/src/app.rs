@@ -21,6 +21,8 @@ use uuid::Uuid;
 
 use crate::api::{self, state::AppState};
 use crate::auth::TokenKeys;
+use crate::chat::crypto::Keyring;
+use crate::chat::{Chat, ChatSettings, ChatTasks};
 use crate::config::Config;
 use crate::store::lands::LandRow;
 use crate::store::{Db, now_ms, redact_url};
@@ -34,6 +36,8 @@ pub struct Application {
     world_thread: std::thread::JoinHandle<()>,
     world_stop: CancellationToken,
     writer: tokio::task::JoinHandle<()>,
+    chat_tasks: ChatTasks,
+    chat_stop: CancellationToken,
 }
 
 /// Creates the data directory (mode 0700 when new).
@@ -97,6 +101,21 @@ impl Application {
         let lands = seed_lands(&db, &map).await?;
         let keys = TokenKeys::load_or_create(config.jwt_secret.as_deref(), &config.data_dir, config.token_ttl)?;
         let metrics = telemetry::metrics_handle();
+        let message_keys = Keyring::load_or_create(config.message_key.as_deref(), &config.data_dir)
+            .context("loading the message keyring")?;
+        let chat_stop = CancellationToken::new();
+        let land_names: Vec<(Uuid, String)> = lands.iter().map(|l| (l.id, l.name.clone())).collect();
+        let (chat, chat_tasks) = Chat::start(
+            db.clone(),
+            message_keys,
+            ChatSettings { max_content_bytes: config.max_message_bytes },
+            &land_names,
+            config.retention_days,
+            config.retention_interval,
+            chat_stop.clone(),
+        )
+        .await
+        .context("starting chat")?;
 
         let (persist_tx, persist_rx) = mpsc::channel(persist::PERSIST_QUEUE);
         let writer = tokio::spawn(persist::run_writer(db.clone(), persist_rx));
@@ -105,7 +124,8 @@ impl Application {
             .iter()
             .filter_map(|l| {
                 let rect = Rect::new(l.x, l.y, u32::try_from(l.width).ok()?, u32::try_from(l.height).ok()?);
-                Some(LandInfo { id: l.id, name: l.name.clone(), rect })
+                let room_id = chat.land_room_id(l.id)?;
+                Some(LandInfo { id: l.id, room_id, name: l.name.clone(), rect })
             })
             .collect();
         let parts = WorldParts {
@@ -118,9 +138,11 @@ impl Application {
             map: map.clone(),
             lands: land_infos,
             persist_tx,
+            chat: Some(chat.clone()),
         };
         let (world, world_thread) =
             world::spawn_world(parts, world_stop.clone()).context("starting the world thread")?;
+        chat.attach_world(world.commands.clone());
 
         let listener = TcpListener::bind(config.http_addr)
             .await
@@ -132,13 +154,14 @@ impl Application {
             db,
             keys,
             world,
+            chat,
             config: Arc::new(config),
             metrics,
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
             land_lock: Arc::new(tokio::sync::Mutex::new(())),
         };
-        Ok(Self { listener, udp, state, world_thread, world_stop, writer })
+        Ok(Self { listener, udp, state, world_thread, world_stop, writer, chat_tasks, chat_stop })
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -159,7 +182,7 @@ impl Application {
     }
 
     pub async fn run(self) -> anyhow::Result<()> {
-        let Self { listener, udp, state, world_thread, world_stop, writer } = self;
+        let Self { listener, udp, state, world_thread, world_stop, writer, chat_tasks, chat_stop } = self;
         tracing::info!(
             "listening http={} udp={}",
             listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
@@ -181,6 +204,7 @@ impl Application {
         let shutdown = state.shutdown.clone();
         let connections = state.connections.clone();
         let db = state.db.clone();
+        let chat = state.chat.clone();
         let router = api::router(state);
         let served = axum::serve(listener, router.into_make_service())
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
@@ -194,6 +218,16 @@ impl Application {
         if tokio::time::timeout(Duration::from_secs(10), connections.wait()).await.is_err() {
             tracing::warn!("some connections did not close in time");
         }
+        // Messages accepted before the connections closed are committed before the database
+        // closes.
+        if tokio::time::timeout(Duration::from_secs(30), chat.flush()).await.is_err() {
+            tracing::error!("message writer did not drain in time");
+        }
+        chat_stop.cancel();
+        let _ = chat_tasks.upkeep.await;
+        drop(chat);
+        chat_tasks.writer.abort();
+        chat_tasks.fanout.abort();
         world_stop.cancel();
         let joined = tokio::task::spawn_blocking(move || world_thread.join()).await;
         if !matches!(joined, Ok(Ok(()))) {

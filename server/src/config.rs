@@ -27,6 +27,8 @@ pub enum Command {
     Serve(ServeOptions),
     /// Apply database migrations and exit.
     Migrate(ServeOptions),
+    /// Add a new message-encryption key, make it current and re-encrypt older messages with it.
+    RotateKey(ServeOptions),
     /// Create an admin account (or promote an existing user to admin).
     CreateAdmin {
         #[arg(long)]
@@ -115,6 +117,15 @@ pub struct ServeOptions {
     /// Log filter (tracing-subscriber EnvFilter syntax), e.g. `info,landworld_server=debug`.
     #[arg(long, env = "LANDWORLD_LOG", global = true)]
     pub log: Option<String>,
+    /// Message encryption key (base64 of 32 bytes; default: generated into <data-dir>/chat.keys).
+    #[arg(long, env = "LANDWORLD_MESSAGE_KEY", global = true, hide_env_values = true)]
+    pub message_key: Option<String>,
+    /// Largest message content in bytes of UTF-8.
+    #[arg(long, env = "LANDWORLD_MAX_MESSAGE_BYTES", global = true)]
+    pub max_message_bytes: Option<usize>,
+    /// Seconds between retention purges (with --retention-days).
+    #[arg(long, env = "LANDWORLD_RETENTION_INTERVAL_SECS", global = true)]
+    pub retention_interval_secs: Option<f64>,
 }
 
 /// The `landworld.toml` file: the same options, snake_case keys.
@@ -135,6 +146,9 @@ struct FileConfig {
     position_flush_secs: Option<f64>,
     sim_bots: Option<u32>,
     log: Option<String>,
+    message_key: Option<String>,
+    max_message_bytes: Option<usize>,
+    retention_interval_secs: Option<f64>,
 }
 
 /// The resolved configuration the server runs with.
@@ -154,6 +168,9 @@ pub struct Config {
     pub position_flush: Duration,
     pub sim_bots: u32,
     pub log: String,
+    pub message_key: Option<String>,
+    pub max_message_bytes: usize,
+    pub retention_interval: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -210,7 +227,19 @@ impl ServeOptions {
         if let Some(0) = self.retention_days.or(file.retention_days) {
             return Err(ConfigError::Invalid("retention_days must be at least 1".into()));
         }
+        let max_message_bytes =
+            self.max_message_bytes.or(file.max_message_bytes).unwrap_or(landworld_shared::limits::MAX_CONTENT_BYTES);
+        if !(1..=landworld_shared::limits::MAX_FRAME_BYTES / 2).contains(&max_message_bytes) {
+            return Err(ConfigError::Invalid("max_message_bytes must be between 1 and 32768".into()));
+        }
+        let retention_every = self.retention_interval_secs.or(file.retention_interval_secs).unwrap_or(3600.0);
+        if !(retention_every.is_finite() && retention_every > 0.0) {
+            return Err(ConfigError::Invalid("retention_interval_secs must be positive".into()));
+        }
         Ok(Config {
+            message_key: self.message_key.or(file.message_key),
+            max_message_bytes,
+            retention_interval: Duration::from_secs_f64(retention_every),
             http_addr: self.http_addr.or(file.http_addr).unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8000))),
             udp_addr: self.udp_addr.or(file.udp_addr).unwrap_or(SocketAddr::from(([127, 0, 0, 1], 5000))),
             database_url,

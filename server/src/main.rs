@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 use landworld_server::api::routes::auth::create_user;
 use landworld_server::app::open_database;
+use landworld_server::chat::crypto::{Keyring, rotate_and_reseal};
 use landworld_server::config::{Cli, Command};
 use landworld_server::{Application, telemetry};
 
@@ -53,6 +54,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 summary.written,
                 args.out.display()
             );
+            Ok(())
+        }
+        Some(Command::RotateKey(opts)) => {
+            let config = opts.resolve()?;
+            telemetry::init_logging(&config.log);
+            let db = open_database(&config).await?;
+            let ring = Keyring::load_or_create(config.message_key.as_deref(), &config.data_dir)?;
+            let result = rotate_and_reseal(&db, &ring).await;
+            db.close().await;
+            let r = result?;
+            println!(
+                "key {} is now current; {} messages re-encrypted, {} could not be",
+                r.key_id, r.resealed, r.failed
+            );
+            if r.failed > 0 {
+                anyhow::bail!("{} messages did not decrypt with any known key", r.failed);
+            }
             Ok(())
         }
         Some(Command::CreateAdmin { username, password, opts }) => {

@@ -187,6 +187,18 @@ impl TestApp {
         Ok((res.status().as_u16(), res.json().await.unwrap_or(Value::Null)))
     }
 
+    pub async fn delete(&self, path: &str, body: Option<&Value>, token: Option<&str>) -> Result<(u16, Value)> {
+        let mut req = self.http.delete(self.url(path));
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().await?;
+        Ok((res.status().as_u16(), res.json().await.unwrap_or(Value::Null)))
+    }
+
     pub async fn get(&self, path: &str, token: Option<&str>) -> Result<(u16, Value)> {
         let mut req = self.http.get(self.url(path));
         if let Some(t) = token {

@@ -238,6 +238,14 @@ both_backends!(crossing_a_land_border_switches_rooms, |app| {
     }
     let (land, out, inside) = found.ok_or_else(|| anyhow!("no crossable land border"))?;
     let land_id = land["id"].as_str().unwrap().to_string();
+    // Land-room frames carry the land's chat session id.
+    let (status, session) =
+        app.post(&format!("/api/v1/chat/land/{land_id}/session"), &json!({}), Some(&user.token)).await?;
+    assert_eq!(status, 200, "{session}");
+    assert_eq!(session["kind"], "land");
+    assert_eq!(session["land_id"], land_id.as_str());
+    let room_id = session["id"].as_str().unwrap().to_string();
+    assert_ne!(room_id, land_id);
     // A second user already on the land sees the hiker join and leave.
     let (_, mut watcher, wc) = placed(&app, "local", inside).await?;
     assert_eq!(wc["position"]["land_id"], land_id.as_str());
@@ -247,14 +255,14 @@ both_backends!(crossing_a_land_border_switches_rooms, |app| {
     let moved = step(&mut ws, inside.x, inside.y).await?;
     assert_eq!(moved["land_id"], land_id.as_str());
     let joined = ws.expect("user_joined").await?;
-    assert_eq!(joined["room_id"], land_id.as_str());
+    assert_eq!(joined["room_id"], room_id.as_str());
     assert_eq!(joined["user_id"], user.id.to_string());
     let seen = watcher.expect_where("user_joined", |f| f["user_id"] == user.id.to_string()).await?;
-    assert_eq!(seen["room_id"], land_id.as_str());
+    assert_eq!(seen["room_id"], room_id.as_str());
     let back = step(&mut ws, out.x, out.y).await?;
     assert!(back["land_id"].is_null());
     let left = ws.expect("user_left").await?;
-    assert_eq!(left["room_id"], land_id.as_str());
+    assert_eq!(left["room_id"], room_id.as_str());
     watcher.expect_where("user_left", |f| f["user_id"] == user.id.to_string()).await?;
     Ok(())
 });

@@ -18,7 +18,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -36,6 +36,16 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/me", get(routes::auth::me))
         .route("/lands", get(routes::lands::list).post(routes::lands::create))
         .route("/lands/{id}", get(routes::lands::get).patch(routes::lands::patch))
+        .route("/chat/sessions", get(routes::chat::sessions))
+        .route("/chat/sessions/{id}/messages", get(routes::chat::history).post(routes::chat::send))
+        .route("/chat/sessions/{id}/messages/{message_id}", delete(routes::chat::delete_message))
+        .route("/chat/private", post(routes::chat::private))
+        .route("/chat/groups", post(routes::chat::create_group))
+        .route("/chat/groups/{id}/members", post(routes::chat::add_member).delete(routes::chat::remove_member))
+        .route("/chat/groups/{id}/members/{user_id}", delete(routes::chat::remove_member_path))
+        .route("/chat/land/{land_id}/participants", get(routes::chat::participants))
+        .route("/chat/land/{land_id}/session", post(routes::chat::land_session))
+        .route("/chat/stats", get(routes::chat::stats))
         .route("/ws/connect", get(ws::chat::connect))
         .route("/ws/online-users", get(routes::stats::online_users))
         .route("/ws/stats", get(routes::stats::stats));

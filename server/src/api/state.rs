@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::TokenKeys;
+use crate::chat::Chat;
 use crate::config::Config;
 use crate::store::Db;
 use crate::world::WorldHandle;
@@ -16,6 +17,7 @@ pub struct AppState {
     pub db: Db,
     pub keys: TokenKeys,
     pub world: WorldHandle,
+    pub chat: Chat,
     pub config: Arc<Config>,
     pub metrics: PrometheusHandle,
     /// Cancelled when the server starts shutting down (connections close with 1001).

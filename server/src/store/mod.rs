@@ -7,6 +7,7 @@
 //! query body once per backend so each runs with its own typed driver (no `Any` driver overhead).
 //! One file per aggregate: [`users`], [`lands`], [`positions`].
 
+pub mod chat;
 pub mod lands;
 pub mod positions;
 pub mod users;

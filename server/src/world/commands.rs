@@ -39,6 +39,9 @@ pub enum WorldCommand {
     SetStatus { user_id: Uuid, status: Status },
     /// A land was created or edited by an admin.
     UpsertLand(LandInfo),
+    /// Proximity chat: the user's tile and the users within its radius now (None when the user
+    /// has no avatar).
+    Nearby { user_id: Uuid, reply: tokio::sync::oneshot::Sender<Option<((i32, i32), Vec<Uuid>)>> },
 }
 
 /// The receiving end of the command channel.
@@ -83,6 +86,9 @@ fn apply_commands(world: &mut World) {
             WorldCommand::SetRadius { user_id, radius } => set_radius(world, user_id, radius),
             WorldCommand::SetStatus { user_id, status } => set_status(world, user_id, status),
             WorldCommand::UpsertLand(info) => super::lands::upsert_land(world, info),
+            WorldCommand::Nearby { user_id, reply } => {
+                let _ = reply.send(nearby_users(world, user_id));
+            }
         }
     }
 }
@@ -268,6 +274,24 @@ fn set_status(world: &mut World, user_id: Uuid, status: Status) {
     avatar.status = status;
     avatar.status_since = now_ms();
     world.write_message(PresenceChanged { entity });
+}
+
+/// An avatar's tile and the signed-in users (not simulated avatars) within its radius.
+fn nearby_users(world: &mut World, user_id: Uuid) -> Option<((i32, i32), Vec<Uuid>)> {
+    let entity = avatar_entity(world, user_id)?;
+    let avatar = world.get::<Avatar>(entity)?;
+    let (slot, pos) = (avatar.slot, avatar.pos);
+    let prox = world.resource::<Proximity>();
+    let users = prox
+        .index
+        .nearby(slot)
+        .iter()
+        .filter(|&&s| prox.is_connected(s))
+        .filter_map(|&s| prox.owner(s))
+        .filter_map(|e| world.get::<Avatar>(e))
+        .map(|a| a.user_id)
+        .collect();
+    Some(((pos.x, pos.y), users))
 }
 
 /// The `nearby_users` frame of an avatar, outside a system.

@@ -80,6 +80,27 @@ impl ConnHandle {
     pub fn send_frame(&self, frame: &ServerFrame) -> bool {
         self.send(&encode(frame))
     }
+
+    /// Queues a frame, waiting for room in the queue (history replay: a long replay must not
+    /// count as a slow consumer). False once the connection is closed.
+    pub async fn send_wait(&self, frame: OutFrame) -> bool {
+        if self.control.is_closed() {
+            return false;
+        }
+        tokio::select! {
+            sent = self.tx.send(frame) => sent.is_ok(),
+            () = self.control.closed() => false,
+        }
+    }
+
+    /// Asks the connection to close with `code`.
+    pub fn close(&self, code: u16) {
+        self.control.close(code);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.control.is_closed()
+    }
 }
 
 /// Serializes a frame once for any number of recipients.

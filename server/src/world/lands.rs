@@ -1,6 +1,7 @@
 //! Lands in the simulation: a per-tile lookup grid (O(1) "which land is this tile on"), each
 //! land's current members (avatars standing on it), and the `user_joined` / `user_left` frames
-//! when an avatar crosses a border. A land's chat room id is the land's id.
+//! when an avatar crosses a border. Each land has a chat room (`room_id`); the chat service is
+//! told who stands on which land so land-room messages reach them.
 
 use bevy_app::{App, Update};
 use bevy_ecs::entity::EntityHashSet;
@@ -17,9 +18,15 @@ use super::conn::encode;
 #[derive(Clone, Debug, PartialEq)]
 pub struct LandInfo {
     pub id: Uuid,
+    /// The land's chat room (session) id.
+    pub room_id: Uuid,
     pub name: String,
     pub rect: Rect,
 }
+
+/// The chat service, when the world runs inside a server (plugin tests run without it).
+#[derive(Resource, Clone, Default)]
+pub struct ChatLink(pub Option<crate::chat::Chat>);
 
 /// An avatar moved from one land (or none) to another.
 #[derive(Message, Debug, Clone, Copy)]
@@ -93,6 +100,7 @@ impl Lands {
 
 pub(super) fn plugin(app: &mut App) {
     app.add_message::<LandChanged>();
+    app.init_resource::<ChatLink>();
     app.add_systems(Update, update_land_membership.in_set(TickSet::Memberships));
 }
 
@@ -117,8 +125,11 @@ pub fn move_membership(world: &mut World, entity: Entity, from: Option<usize>, t
             let Some(set) = lands.members.get_mut(old) else { return };
             set.remove(&entity);
             let recipients: Vec<Entity> = set.iter().copied().chain(std::iter::once(entity)).collect();
-            (lands.lands[old].id, recipients)
+            (lands.lands[old].room_id, recipients)
         };
+        if let Some(chat) = &world.resource::<ChatLink>().0 {
+            chat.land_presence(room_id, user_id, false);
+        }
         let frame = encode(&ServerFrame::UserLeft { room_id, user_id, username: username.clone() });
         for e in recipients {
             if let Some(a) = world.get::<Avatar>(e) {
@@ -132,8 +143,11 @@ pub fn move_membership(world: &mut World, entity: Entity, from: Option<usize>, t
             let Some(set) = lands.members.get_mut(new) else { return };
             set.insert(entity);
             let recipients: Vec<Entity> = set.iter().copied().collect();
-            (lands.lands[new].id, recipients)
+            (lands.lands[new].room_id, recipients)
         };
+        if let Some(chat) = &world.resource::<ChatLink>().0 {
+            chat.land_presence(room_id, user_id, true);
+        }
         let frame = encode(&ServerFrame::UserJoined { room_id, user_id, username });
         for e in recipients {
             if let Some(a) = world.get::<Avatar>(e) {

@@ -118,6 +118,8 @@ pub struct WorldParts {
     pub map: Arc<WorldMap>,
     pub lands: Vec<lands::LandInfo>,
     pub persist_tx: mpsc::Sender<persist::PersistMsg>,
+    /// The chat service (land-room membership follows avatars); None in plugin tests.
+    pub chat: Option<crate::chat::Chat>,
 }
 
 /// Builds the world app (without running it) and the handle to talk to it.
@@ -130,6 +132,7 @@ pub fn build_app(parts: WorldParts) -> (App, WorldHandle) {
     app.insert_resource(Map(parts.map.clone()));
     app.insert_resource(commands::CommandInbox::new(rx));
     app.insert_resource(lands::Lands::new(&parts.map, parts.lands));
+    app.insert_resource(lands::ChatLink(parts.chat.clone()));
     app.insert_resource(snapshot::Published(snapshot.clone()));
     app.insert_resource(persist::PersistState::new(parts.persist_tx, parts.settings.position_flush));
     app.add_plugins(plugin);

@@ -29,8 +29,9 @@ fn harness() -> Harness {
     let parts = WorldParts {
         settings: WorldSettings { tick_hz: 20, max_step: 1, position_flush: Duration::from_secs(3600), sim_bots: 0 },
         map,
-        lands: vec![LandInfo { id: land, name: "Plot".into(), rect: Rect::new(10, 10, 5, 5) }],
+        lands: vec![LandInfo { id: land, room_id: land, name: "Plot".into(), rect: Rect::new(10, 10, 5, 5) }],
         persist_tx,
+        chat: None,
     };
     let (app, handle) = build_app(parts);
     Harness { app, handle, persist_rx, land }

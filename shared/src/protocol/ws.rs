@@ -241,6 +241,7 @@ pub mod error_code {
     pub const FORBIDDEN: &str = "forbidden";
     pub const UNAVAILABLE: &str = "unavailable";
     pub const NOT_SUPPORTED: &str = "not_supported";
+    pub const INVALID_MESSAGE: &str = "invalid_message";
 }
 
 /// Parses one text frame. On failure, returns the `error` frame to send back.

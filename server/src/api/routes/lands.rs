@@ -187,8 +187,15 @@ async fn validate_land(state: &AppState, land: &LandRow) -> ApiResult<()> {
 }
 
 async fn notify_world(state: &AppState, land: &LandRow) {
+    let room_id = match state.chat.ensure_land_room(land.id, &land.name).await {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::warn!(error = %e, land_id = %land.id, "creating the land's chat room failed; it is created on next start");
+            return;
+        }
+    };
     if let Some(rect) = rect_of(land) {
-        let info = LandInfo { id: land.id, name: land.name.clone(), rect };
+        let info = LandInfo { id: land.id, room_id, name: land.name.clone(), rect };
         if state.world.commands.send(WorldCommand::UpsertLand(info)).await.is_err() {
             tracing::warn!("world is stopping; land edit applies on next start");
         }

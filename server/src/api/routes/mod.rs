@@ -1,6 +1,7 @@
 //! REST handlers, one file per area.
 
 pub mod auth;
+pub mod chat;
 pub mod health;
 pub mod lands;
 pub mod stats;

@@ -62,8 +62,7 @@ pub async fn stats(State(state): State<AppState>, _user: AuthUser) -> Json<WsSta
         users_online: snapshot.users.iter().filter(|u| u.status != Status::Offline).count(),
         avatars: snapshot.avatars,
         rooms: snapshot.active_land_rooms,
-        // Chat traffic arrives with the chat rooms; until then no messages flow.
-        messages_per_second: 0.0,
+        messages_per_second: state.chat.messages_per_second(),
         tick: snapshot.tick,
         tick_hz: state.world.tick_hz,
     })

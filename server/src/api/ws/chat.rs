@@ -1,5 +1,6 @@
-//! The chat WebSocket, `GET /api/v1/ws/connect?token=…` (SPEC §4): its world half — connect,
-//! movement, radius, status, ping — with `error` frames for bad input and the close codes of
+//! The chat WebSocket, `GET /api/v1/ws/connect?token=…` (SPEC §4): the world half — connect,
+//! movement, radius, status, ping — and the chat half — rooms, messages, typing, read receipts
+//! (handled by [`crate::chat`]) — with `error` frames for bad input and the close codes of
 //! SPEC §10 (4001 auth, 1009 too big, 4008 rate limited / slow consumer, 1001 shutdown).
 //!
 //! Each connection is two halves: a writer task that owns the socket's sink and drains the
@@ -26,12 +27,17 @@ use super::limits::{Strikes, TokenBucket};
 use crate::api::error::ApiError;
 use crate::api::extract::ApiQuery;
 use crate::api::state::AppState;
+use crate::chat::hub::ChatConn;
+use crate::chat::writer::Reply;
 use crate::store::{ms_to_rfc3339, now_ms};
 use crate::world::WorldCommand;
 use crate::world::conn::{ConnControl, ConnHandle, OutFrame};
 
 /// Largest frame the transport reads before giving up on the connection.
 const READ_LIMIT: usize = 1024 * 1024;
+/// Initial read buffer per connection (grows for big frames); small so that idle connections
+/// stay cheap.
+const READ_BUFFER: usize = 4 * 1024;
 /// Frames written per flush at most.
 const WRITE_BATCH: usize = 64;
 /// All frames: rate and burst per connection.
@@ -54,7 +60,7 @@ pub async fn connect(
     // is consumed whole and answered with a clean close 1009 (closing with unread bytes in the
     // socket would reset the connection before the client reads the close frame). Anything
     // bigger fails at the transport and is closed with 1009 too.
-    let ws = ws.max_message_size(READ_LIMIT).max_frame_size(READ_LIMIT);
+    let ws = ws.max_message_size(READ_LIMIT).max_frame_size(READ_LIMIT).read_buffer_size(READ_BUFFER);
     let claims = params.get("token").and_then(|t| state.keys.verify(t).ok());
     let user = match claims {
         Some(c) => match state.db.user_by_id(c.sub).await {
@@ -85,7 +91,10 @@ async fn close_with(mut socket: WebSocket, code: u16, reason: &'static str) {
 struct Ctx {
     state: AppState,
     user_id: Uuid,
+    username: Arc<str>,
     conn: ConnHandle,
+    chat: Arc<ChatConn>,
+    messages: TokenBucket,
     control: Arc<ConnControl>,
     frames: TokenBucket,
     moves: TokenBucket,
@@ -102,8 +111,12 @@ async fn run(state: AppState, socket: WebSocket, user_id: Uuid, username: Arc<st
             None
         }
     };
-    let connect = WorldCommand::Connect { user_id, username, conn: conn.clone(), saved };
+    // Chat first, so that land-room messages reach this connection as soon as the world puts
+    // the avatar on a land.
+    let chat = state.chat.register_conn(user_id, username.clone(), conn.clone());
+    let connect = WorldCommand::Connect { user_id, username: username.clone(), conn: conn.clone(), saved };
     if state.world.commands.send(connect).await.is_err() {
+        state.chat.unregister_conn(user_id, conn_id);
         close_with(socket, close_code::GOING_AWAY, "server shutting down").await;
         return;
     }
@@ -114,12 +127,16 @@ async fn run(state: AppState, socket: WebSocket, user_id: Uuid, username: Arc<st
     let mut ctx = Ctx {
         state: state.clone(),
         user_id,
+        username,
         conn,
+        chat,
+        messages: TokenBucket::new(limits::MESSAGE_RATE_PER_SEC, limits::MESSAGE_RATE_BURST),
         control: control.clone(),
         frames: TokenBucket::new(FRAME_RATE, FRAME_BURST),
         moves: TokenBucket::new(limits::MOVE_RATE_PER_SEC, limits::MOVE_RATE_PER_SEC),
         strikes: Strikes::new(STRIKE_WINDOW, STRIKE_LIMIT),
     };
+    let mut peer_gone = false;
     loop {
         let msg = tokio::select! {
             biased;
@@ -127,6 +144,7 @@ async fn run(state: AppState, socket: WebSocket, user_id: Uuid, username: Arc<st
             () = state.shutdown.cancelled() => break,
             msg = stream.next() => msg,
         };
+        peer_gone = matches!(msg, None | Some(Ok(Message::Close(_))) | Some(Err(_)));
         match msg {
             Some(Ok(Message::Text(text))) if text.len() > MAX_FRAME_BYTES => {
                 control.close(close_code::TOO_BIG);
@@ -158,7 +176,21 @@ async fn run(state: AppState, socket: WebSocket, user_id: Uuid, username: Arc<st
     }
     // Normal closure unless someone asked for a specific code.
     control.close(1000);
+    if !peer_gone {
+        // Closing from our side: keep reading (and discarding) until the client answers the
+        // close frame, so unread input does not turn the close into a TCP reset that would hide
+        // the close code from the client.
+        let drain = async {
+            while let Some(Ok(msg)) = stream.next().await {
+                if matches!(msg, Message::Close(_)) {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_GRACE * 2, drain).await;
+    }
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    state.chat.unregister_conn(user_id, conn_id);
     let _ = state.world.commands.send(WorldCommand::Disconnect { user_id, conn_id }).await;
     tracing::debug!(%user_id, %conn_id, "websocket closed");
 }
@@ -176,6 +208,11 @@ fn is_too_big(err: &axum::Error) -> bool {
     text.contains("too long") || text.contains("Space limit exceeded")
 }
 
+/// Longest a batch of frames may take to reach the socket before the client counts as stalled.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a write in progress may still take once the connection is asked to close.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 async fn write_loop(
     mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
     mut rx: mpsc::Receiver<OutFrame>,
@@ -190,29 +227,47 @@ async fn write_loop(
             f = rx.recv() => f,
         };
         let Some(first) = first else { break 1000 };
-        let mut ok = sink.feed(Message::Text(first)).await.is_ok();
-        let mut n = 1;
-        while ok && n < WRITE_BATCH {
-            match rx.try_recv() {
-                Ok(frame) => {
-                    ok = sink.feed(Message::Text(frame)).await.is_ok();
-                    n += 1;
+        let write = async {
+            sink.feed(Message::Text(first)).await?;
+            let mut n = 1;
+            while n < WRITE_BATCH {
+                match rx.try_recv() {
+                    Ok(frame) => {
+                        sink.feed(Message::Text(frame)).await?;
+                        n += 1;
+                    }
+                    Err(_) => break,
                 }
-                Err(_) => break,
             }
-        }
-        if !ok || sink.flush().await.is_err() {
-            control.close(1000);
+            sink.flush().await
+        };
+        // A client that stops reading blocks the write: when its queue overflows (close
+        // requested) or the write times out, the socket is dropped without a close handshake,
+        // which could not reach it anyway.
+        let mut write = std::pin::pin!(write);
+        let ok = tokio::select! {
+            r = tokio::time::timeout(WRITE_TIMEOUT, write.as_mut()) => matches!(r, Ok(Ok(()))),
+            () = control.closed() => {
+                // Closing: a reading client finishes this write at once and then gets the close
+                // frame; a stalled one does not.
+                matches!(tokio::time::timeout(CLOSE_GRACE, write.as_mut()).await, Ok(Ok(())))
+            }
+        };
+        if !ok {
+            control.close(close_code::RATE_LIMITED);
             return;
         }
     };
     // Frames already queued still go out before a normal or shutdown close.
     if code == 1000 || code == close_code::GOING_AWAY {
-        while let Ok(frame) = rx.try_recv() {
-            if sink.feed(Message::Text(frame)).await.is_err() {
-                break;
+        let drain = async {
+            while let Ok(frame) = rx.try_recv() {
+                if sink.feed(Message::Text(frame)).await.is_err() {
+                    break;
+                }
             }
-        }
+        };
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, drain).await;
     }
     let reason = match code {
         close_code::GOING_AWAY => "server shutting down",
@@ -220,8 +275,11 @@ async fn write_loop(
         close_code::RATE_LIMITED => "rate limited or too slow; reconnect later",
         _ => "",
     };
-    let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
-    let _ = sink.close().await;
+    let close = async {
+        let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+        let _ = sink.close().await;
+    };
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, close).await;
 }
 
 fn refuse(ctx: &mut Ctx, message: &str, reference: &str) {
@@ -286,16 +344,51 @@ async fn handle_text(ctx: &mut Ctx, text: &str) {
             }
             WorldCommand::SetStatus { user_id: ctx.user_id, status }
         }
-        ClientFrame::JoinRoom { .. }
-        | ClientFrame::LeaveRoom { .. }
-        | ClientFrame::SendMessage { .. }
-        | ClientFrame::Typing { .. }
-        | ClientFrame::MarkRead { .. } => {
-            ctx.conn.send_frame(&ServerFrame::error(
-                error_code::NOT_SUPPORTED,
-                "chat rooms are not enabled on this server version",
-                Some(kind.into()),
-            ));
+        ClientFrame::JoinRoom { room_id, since_seq } => {
+            if let Err(e) = ctx.state.chat.join(&ctx.chat, &room_id, since_seq).await {
+                ctx.conn.send_frame(&e.frame(Some(kind.into())));
+            }
+            return;
+        }
+        ClientFrame::LeaveRoom { room_id } => {
+            if let Err(e) = ctx.state.chat.leave(&ctx.chat, &room_id) {
+                ctx.conn.send_frame(&e.frame(Some(kind.into())));
+            }
+            return;
+        }
+        ClientFrame::SendMessage { room_id, content, client_msg_id } => {
+            let reference = client_msg_id.clone().unwrap_or_else(|| kind.to_string());
+            if !ctx.messages.try_take(now) {
+                refuse(ctx, "too many messages; slow down", &reference);
+                return;
+            }
+            let sent = ctx
+                .state
+                .chat
+                .send(
+                    ctx.user_id,
+                    ctx.username.clone(),
+                    &room_id,
+                    content,
+                    client_msg_id,
+                    Reply::Conn(ctx.conn.clone()),
+                )
+                .await;
+            if let Err(e) = sent {
+                ctx.conn.send_frame(&e.frame(Some(reference)));
+            }
+            return;
+        }
+        ClientFrame::Typing { room_id, is_typing } => {
+            if let Err(e) = ctx.state.chat.typing(ctx.user_id, &room_id, is_typing).await {
+                ctx.conn.send_frame(&e.frame(Some(kind.into())));
+            }
+            return;
+        }
+        ClientFrame::MarkRead { room_id, seq } => {
+            if let Err(e) = ctx.state.chat.mark_read(ctx.user_id, &room_id, seq).await {
+                ctx.conn.send_frame(&e.frame(Some(kind.into())));
+            }
             return;
         }
     };

@@ -1,0 +1,310 @@
+//! The in-memory side of chat: loaded rooms and who is in them, the online users' connections,
+//! and per-connection delivery with per-room cursors.
+//!
+//! Membership: land rooms hold the users standing on the land (kept current by the world's
+//! land-membership system) plus the users who joined explicitly; private and group rooms hold
+//! their stored member list. A room message goes to every connection of every member.
+//!
+//! Delivery keeps, per connection and room, the range of seqs delivered live and an optional
+//! catch-up buffer: while `join_room {since_seq}` replays history, live messages of that room are
+//! buffered; afterwards the buffer is flushed without the ones the replay already sent. So a
+//! reconnecting client gets every missed message once, in order, before live ones.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use landworld_shared::limits::close_code;
+use uuid::Uuid;
+
+use crate::world::conn::{ConnHandle, OutFrame};
+
+/// Live messages buffered per room during a replay before the connection counts as too slow.
+const CATCH_UP_BUFFER: usize = 10_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RoomKind {
+    Land,
+    Private,
+    Group,
+    Proximity,
+}
+
+impl RoomKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoomKind::Land => "land",
+            RoomKind::Private => "private",
+            RoomKind::Group => "group",
+            RoomKind::Proximity => "proximity",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "land" => RoomKind::Land,
+            "private" => RoomKind::Private,
+            "group" => RoomKind::Group,
+            "proximity" => RoomKind::Proximity,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Default)]
+struct Members {
+    /// Land rooms: users standing on the land.
+    on_land: HashSet<Uuid>,
+    /// Land rooms: users who joined explicitly (until `leave_room` or going offline).
+    joined: HashSet<Uuid>,
+    /// Private and group rooms: the stored members.
+    listed: HashSet<Uuid>,
+}
+
+/// A loaded room.
+#[derive(Debug)]
+pub struct Room {
+    pub id: Uuid,
+    pub kind: RoomKind,
+    pub name: String,
+    pub land_id: Option<Uuid>,
+    pub created_by: Option<Uuid>,
+    /// Highest committed seq.
+    pub last_seq: AtomicI64,
+    members: RwLock<Members>,
+}
+
+impl Room {
+    pub fn new(
+        id: Uuid,
+        kind: RoomKind,
+        name: String,
+        land_id: Option<Uuid>,
+        created_by: Option<Uuid>,
+        last_seq: i64,
+        listed: impl IntoIterator<Item = Uuid>,
+    ) -> Self {
+        let members = Members { listed: listed.into_iter().collect(), ..Members::default() };
+        Self { id, kind, name, land_id, created_by, last_seq: AtomicI64::new(last_seq), members: RwLock::new(members) }
+    }
+
+    pub fn last_seq(&self) -> i64 {
+        self.last_seq.load(Ordering::Acquire)
+    }
+
+    /// Whether the user may read and write here now (proximity: everyone).
+    pub fn is_member(&self, user: Uuid) -> bool {
+        let Ok(m) = self.members.read() else { return false };
+        match self.kind {
+            RoomKind::Land => m.on_land.contains(&user) || m.joined.contains(&user),
+            RoomKind::Private | RoomKind::Group => m.listed.contains(&user),
+            RoomKind::Proximity => true,
+        }
+    }
+
+    pub fn is_listed(&self, user: Uuid) -> bool {
+        self.members.read().is_ok_and(|m| m.listed.contains(&user))
+    }
+
+    /// Current members (land: on the land or joined; private/group: listed).
+    pub fn member_ids(&self) -> Vec<Uuid> {
+        let Ok(m) = self.members.read() else { return Vec::new() };
+        match self.kind {
+            RoomKind::Land => m.on_land.union(&m.joined).copied().collect(),
+            RoomKind::Private | RoomKind::Group => m.listed.iter().copied().collect(),
+            RoomKind::Proximity => Vec::new(),
+        }
+    }
+
+    pub fn member_count(&self) -> usize {
+        let Ok(m) = self.members.read() else { return 0 };
+        match self.kind {
+            RoomKind::Land => m.on_land.union(&m.joined).count(),
+            _ => m.listed.len(),
+        }
+    }
+
+    /// Land rooms. Returns whether membership (on land or joined) changed.
+    pub fn set_on_land(&self, user: Uuid, on: bool) -> bool {
+        let Ok(mut m) = self.members.write() else { return false };
+        let before = m.on_land.contains(&user) || m.joined.contains(&user);
+        if on {
+            m.on_land.insert(user);
+        } else {
+            m.on_land.remove(&user);
+        }
+        before != (m.on_land.contains(&user) || m.joined.contains(&user))
+    }
+
+    /// Land rooms: explicit join or leave. Returns whether membership changed.
+    pub fn set_joined(&self, user: Uuid, joined: bool) -> bool {
+        let Ok(mut m) = self.members.write() else { return false };
+        let before = m.on_land.contains(&user) || m.joined.contains(&user);
+        if joined {
+            m.joined.insert(user);
+        } else {
+            m.joined.remove(&user);
+        }
+        before != (m.on_land.contains(&user) || m.joined.contains(&user))
+    }
+
+    pub fn set_listed(&self, user: Uuid, listed: bool) {
+        if let Ok(mut m) = self.members.write() {
+            if listed {
+                m.listed.insert(user);
+            } else {
+                m.listed.remove(&user);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Cursor {
+    /// Seqs `first..=last` were delivered live (0 = none yet).
+    first: i64,
+    last: i64,
+    catching_up: Option<Vec<(i64, OutFrame)>>,
+}
+
+impl Cursor {
+    fn covers(&self, seq: i64) -> bool {
+        self.first != 0 && self.first <= seq && seq <= self.last
+    }
+
+    fn record(&mut self, seq: i64) {
+        if self.first == 0 || seq < self.first {
+            self.first = seq;
+        }
+        self.last = self.last.max(seq);
+    }
+}
+
+/// A chat connection: the world's connection handle plus per-room delivery cursors.
+#[derive(Debug)]
+pub struct ChatConn {
+    pub handle: ConnHandle,
+    pub user_id: Uuid,
+    cursors: Mutex<HashMap<Uuid, Cursor>>,
+}
+
+impl ChatConn {
+    pub fn new(handle: ConnHandle, user_id: Uuid) -> Self {
+        Self { handle, user_id, cursors: Mutex::new(HashMap::new()) }
+    }
+
+    /// Delivers messages of one room, in seq order, under one lock (so the connection's writer
+    /// picks them up together and writes them with one flush): never twice on this connection,
+    /// and buffered while a replay runs.
+    pub fn deliver_many(&self, room: Uuid, frames: &[(i64, OutFrame)]) {
+        let Ok(mut cursors) = self.cursors.lock() else { return };
+        let cursor = cursors.entry(room).or_default();
+        for (seq, frame) in frames {
+            if let Some(buf) = &mut cursor.catching_up {
+                if buf.len() >= CATCH_UP_BUFFER {
+                    self.handle.close(close_code::RATE_LIMITED);
+                    return;
+                }
+                buf.push((*seq, frame.clone()));
+                continue;
+            }
+            if cursor.covers(*seq) {
+                continue;
+            }
+            if self.handle.send(frame) {
+                cursor.record(*seq);
+            }
+        }
+    }
+
+    /// Starts buffering live messages of `room` while history is replayed.
+    pub fn begin_catch_up(&self, room: Uuid) {
+        if let Ok(mut cursors) = self.cursors.lock() {
+            cursors.entry(room).or_default().catching_up = Some(Vec::new());
+        }
+    }
+
+    /// Whether a replayed message was already delivered live.
+    pub fn already_has(&self, room: Uuid, seq: i64) -> bool {
+        self.cursors.lock().is_ok_and(|c| c.get(&room).is_some_and(|c| c.covers(seq)))
+    }
+
+    /// Ends a replay that sent everything in `since+1..=replayed`: flushes buffered live
+    /// messages after it, and records the whole range as delivered.
+    pub fn end_catch_up(&self, room: Uuid, since: i64, replayed: i64) {
+        let Ok(mut cursors) = self.cursors.lock() else { return };
+        let cursor = cursors.entry(room).or_default();
+        let buffered = cursor.catching_up.take().unwrap_or_default();
+        let mut high = replayed.max(since);
+        if replayed > since {
+            cursor.record(since + 1);
+            cursor.record(replayed);
+        }
+        for (seq, frame) in buffered {
+            if seq <= high || cursor.covers(seq) {
+                continue;
+            }
+            if self.handle.send(&frame) {
+                cursor.record(seq);
+                high = seq;
+            }
+        }
+    }
+
+    /// Forgets a room's cursor (the user left it).
+    pub fn forget(&self, room: Uuid) {
+        if let Ok(mut cursors) = self.cursors.lock() {
+            cursors.remove(&room);
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct UserEntry {
+    pub username: Arc<str>,
+    pub conns: Vec<Arc<ChatConn>>,
+    /// Land rooms joined explicitly.
+    pub joined: HashSet<Uuid>,
+}
+
+/// Loaded rooms and online users.
+#[derive(Debug, Default)]
+pub struct Hub {
+    pub rooms: HashMap<Uuid, Arc<Room>>,
+    /// Land id → its room id.
+    pub land_rooms: HashMap<Uuid, Uuid>,
+    pub users: HashMap<Uuid, UserEntry>,
+}
+
+impl Hub {
+    /// Sends a frame to every connection of the given users.
+    pub fn send_to_users<'a>(&self, users: impl IntoIterator<Item = &'a Uuid>, frame: &OutFrame) {
+        for u in users {
+            if let Some(entry) = self.users.get(u) {
+                for c in &entry.conns {
+                    c.handle.send(frame);
+                }
+            }
+        }
+    }
+
+    /// Delivers room messages (in seq order) to every connection of the given users; returns
+    /// how many connections they went to.
+    pub fn deliver_to_users<'a>(
+        &self,
+        users: impl IntoIterator<Item = &'a Uuid>,
+        room: Uuid,
+        frames: &[(i64, OutFrame)],
+    ) -> u64 {
+        let mut n = 0;
+        for u in users {
+            if let Some(entry) = self.users.get(u) {
+                for c in &entry.conns {
+                    c.deliver_many(room, frames);
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+}
