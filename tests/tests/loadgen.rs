@@ -55,8 +55,6 @@ async fn moves_and_idle_connections() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the chat half of the WebSocket (join_room, send_message, message, message_ack); \
-            until it is merged these frames answer `not_supported`"]
 async fn chat_in_one_land_room_loses_nothing() -> anyhow::Result<()> {
     let app = spawn_app(Backend::Sqlite).await?.expect("sqlite");
     let creds = users(&app, 20).await?;
