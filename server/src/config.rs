@@ -39,6 +39,33 @@ pub enum Command {
         #[command(flatten)]
         opts: ServeOptions,
     },
+    /// Load testing: create (or reuse) accounts `<prefix>0000`, `<prefix>0001`, … and write one
+    /// JSON line `{user_id, username, token}` per account to `--out`, with access tokens signed by
+    /// this server's key. See `landworld_server::load_users`.
+    LoadUsers(LoadUsersArgs),
+}
+
+/// The flags of `load-users`.
+#[derive(Debug, Clone, Args)]
+pub struct LoadUsersArgs {
+    /// How many accounts.
+    #[arg(long)]
+    pub count: u32,
+    /// Username prefix; accounts are `<prefix>` plus a zero-padded index (at least 4 digits).
+    #[arg(long)]
+    pub prefix: String,
+    /// Password of the new accounts (one argon2id hash is shared by the batch).
+    #[arg(long, env = "LANDWORLD_LOAD_PASSWORD", hide_env_values = true, default_value = "load-test-password")]
+    pub password: String,
+    /// Where to write the JSON lines (`{user_id, username, token}`); `-` for stdout.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Also save a random walkable position for every account, so that their avatars spawn
+    /// spread over the map instead of on the few spawn points.
+    #[arg(long)]
+    pub scatter: bool,
+    #[command(flatten)]
+    pub opts: ServeOptions,
 }
 
 /// Options shared by every subcommand (the flags of `serve`).

@@ -7,6 +7,7 @@
 //! - [`api`]: axum routes and WebSockets.
 //! - [`store`]: sqlx over SQLite or PostgreSQL.
 //! - [`auth`]: passwords and tokens. [`telemetry`]: logs and metrics.
+//! - [`load_users`]: the `load-users` command (bulk load-test accounts and tokens).
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod api;
@@ -14,6 +15,7 @@ pub mod app;
 pub mod auth;
 pub mod chat;
 pub mod config;
+pub mod load_users;
 pub mod store;
 pub mod telemetry;
 pub mod world;

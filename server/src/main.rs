@@ -40,6 +40,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             db.close().await;
             Ok(())
         }
+        Some(Command::LoadUsers(args)) => {
+            let config = args.opts.clone().resolve()?;
+            telemetry::init_logging(&config.log);
+            let db = open_database(&config).await?;
+            let result = landworld_server::load_users::run(&config, &db, &args).await;
+            db.close().await;
+            let summary = result?;
+            eprintln!(
+                "load-users: {} created, {} reused, {} tokens written to {}",
+                summary.created,
+                summary.reused,
+                summary.written,
+                args.out.display()
+            );
+            Ok(())
+        }
         Some(Command::RotateKey(opts)) => {
             let config = opts.resolve()?;
             telemetry::init_logging(&config.log);

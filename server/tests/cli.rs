@@ -229,3 +229,55 @@ fn help_lists_the_commands_and_flags() {
         assert!(text.contains(word), "--help lacks {word}:\n{text}");
     }
 }
+
+#[test]
+fn load_users_writes_tokens_that_open_the_websocket_and_reruns_reuse_accounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tokens.jsonl");
+    let run = || {
+        Command::new(BIN)
+            .args(["load-users", "--count", "3", "--prefix", "lt_", "--scatter", "--out"])
+            .arg(&out)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env("LANDWORLD_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(String::from_utf8_lossy(&first.stderr).contains("3 created, 0 reused"));
+    let read = || -> Vec<Value> {
+        std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let lines = read();
+    let names: Vec<&str> = lines.iter().map(|l| l["username"].as_str().unwrap()).collect();
+    assert_eq!(names, ["lt_0000", "lt_0001", "lt_0002"]);
+
+    // Idempotent: the same accounts again, none created.
+    let second = run();
+    assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
+    assert!(String::from_utf8_lossy(&second.stderr).contains("0 created, 3 reused"));
+    let again = read();
+    let ids = |v: &[Value]| v.iter().map(|l| l["user_id"].clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&lines), ids(&again));
+
+    // A server on the same data directory accepts the tokens.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut server = start(dir.path());
+        for line in &again {
+            let url = format!("ws://{}/api/v1/ws/connect?token={}", server.http, line["token"].as_str().unwrap());
+            let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+            let frame = first_json_frame(&mut ws).await;
+            assert_eq!(frame["type"], "connected", "{frame}");
+            assert_eq!(frame["user_id"], line["user_id"]);
+            assert_eq!(frame["username"], line["username"]);
+        }
+        // The shared password works for REST login too.
+        let body = login(&server.http, "lt_0001", "load-test-password").await;
+        assert!(body["access_token"].is_string(), "{body}");
+        sigterm(&server.child);
+        assert!(wait_exit(&mut server.child, Duration::from_secs(30)).success());
+    });
+}

@@ -6,7 +6,11 @@
 //! names an admin connection used to create a database per test. When it is unreachable the
 //! PostgreSQL variant of a test prints why and passes, unless `LANDWORLD_REQUIRE_POSTGRES=1`
 //! (set by CI), which makes it fail.
+//!
+//! [`loadgen`] is the load tool behind the `landworld-loadgen` binary (and its test).
 #![allow(clippy::unwrap_used)]
+
+pub mod loadgen;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

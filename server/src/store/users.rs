@@ -56,6 +56,58 @@ impl Db {
         Ok(())
     }
 
+    /// Inserts users whose username (case-insensitive) is not taken yet, all in one
+    /// transaction; existing usernames are skipped. Returns how many rows were inserted.
+    /// Used by `load-users` to create load-test accounts in batches.
+    pub async fn insert_users_if_absent(&self, users: &[UserRow]) -> StoreResult<u64> {
+        if users.is_empty() {
+            return Ok(0);
+        }
+        on_pool!(self, |p| {
+            let mut tx = p.begin().await?;
+            let mut inserted = 0;
+            for user in users {
+                inserted += sqlx::query(
+                    "INSERT INTO users (id, username, display_name, password_hash, role, created_at, last_seen) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                )
+                .bind(user.id)
+                .bind(&user.username)
+                .bind(&user.display_name)
+                .bind(&user.password_hash)
+                .bind(&user.role)
+                .bind(user.created_at)
+                .bind(user.last_seen)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
+            tx.commit().await?;
+            Ok(inserted)
+        })
+    }
+
+    /// The users with these usernames (case-insensitive), in no particular order; names without
+    /// an account are absent from the result.
+    pub async fn users_by_usernames(&self, usernames: &[String]) -> StoreResult<Vec<UserRow>> {
+        let mut out = Vec::with_capacity(usernames.len());
+        // Well under SQLite's and PostgreSQL's bound-parameter limits.
+        for chunk in usernames.chunks(500) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("lower(${i})")).collect();
+            let sql = format!("SELECT {COLUMNS} FROM users WHERE lower(username) IN ({})", placeholders.join(", "));
+            on_pool!(self, |p| {
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for name in chunk {
+                    query = query.bind(name);
+                }
+                for row in query.fetch_all(p).await? {
+                    out.push(user_from_row!(row)?);
+                }
+            });
+        }
+        Ok(out)
+    }
+
     pub async fn user_by_username(&self, username: &str) -> StoreResult<Option<UserRow>> {
         let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM users WHERE lower(username) = lower($1)"));
         on_pool!(self, |p| {

@@ -1,0 +1,401 @@
+//! One load-test connection: a task that owns its WebSocket, obeys commands from the run
+//! (join a room, send a message, start moving), and checks every frame it receives.
+//!
+//! Everything a bot learns stays in its own [`BotResult`] until the run ends; the only shared
+//! state on the hot path is a few atomic counters and sharded latency histograms.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use landworld_shared::protocol::ws::{ClientFrame, ServerFrame, error_code};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Latency histograms are sharded so that bots on different threads rarely share a lock.
+pub const SHARDS: usize = 16;
+
+/// Highest latency recorded, in microseconds (longer ones are clamped).
+const MAX_LATENCY_US: u64 = 600_000_000;
+
+/// Neighbouring steps, tried in this order when a move is refused.
+const DIRS: [(i32, i32); 8] = [(1, 0), (0, 1), (-1, 0), (0, -1), (1, 1), (-1, 1), (1, -1), (-1, -1)];
+
+pub fn new_histogram() -> Histogram<u64> {
+    // Constant bounds, valid for hdrhistogram (low >= 1, high >= 2 * low, 3 significant figures).
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("constant histogram bounds are valid")
+}
+
+fn record(shards: &[std::sync::Mutex<Histogram<u64>>], idx: usize, value: Duration) {
+    let us = u64::try_from(value.as_micros()).unwrap_or(u64::MAX).clamp(1, MAX_LATENCY_US);
+    if let Some(shard) = shards.get(idx % shards.len())
+        && let Ok(mut h) = shard.lock()
+    {
+        let _ = h.record(us);
+    }
+}
+
+/// State shared by the run and every bot.
+pub struct Shared {
+    /// Time zero of the run; message contents carry nanoseconds since it.
+    pub t0: Instant,
+    pub stop: CancellationToken,
+    /// Moves are sent only while the measured window is open.
+    pub moving: AtomicBool,
+    /// Size of message contents in bytes (at least what the timestamp needs).
+    pub msg_size: usize,
+    /// User id of each bot, by bot index (to check `sender_id`).
+    pub bot_users: Vec<Uuid>,
+    /// First deliveries of loadgen messages (not duplicates), for the drain wait.
+    pub delivered: AtomicU64,
+    /// Acks plus rejections of loadgen messages, for the drain wait.
+    pub answered: AtomicU64,
+    pub delivery_latency: Vec<std::sync::Mutex<Histogram<u64>>>,
+    pub ack_latency: Vec<std::sync::Mutex<Histogram<u64>>>,
+    pub move_latency: Vec<std::sync::Mutex<Histogram<u64>>>,
+}
+
+impl Shared {
+    pub fn new(bot_users: Vec<Uuid>, msg_size: usize) -> Self {
+        let shards = || (0..SHARDS).map(|_| std::sync::Mutex::new(new_histogram())).collect();
+        Self {
+            t0: Instant::now(),
+            stop: CancellationToken::new(),
+            moving: AtomicBool::new(false),
+            msg_size,
+            bot_users,
+            delivered: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
+            delivery_latency: shards(),
+            ack_latency: shards(),
+            move_latency: shards(),
+        }
+    }
+}
+
+/// What the run asks of a bot.
+pub enum BotCmd {
+    /// Send `join_room` for this land and answer with `(room_id, last_seq)` or the error code.
+    Join { land_id: Uuid, reply: oneshot::Sender<Result<(Uuid, i64), String>> },
+    /// Send message `gid` to the joined room.
+    Send { gid: u64 },
+    /// Send `set_radius`.
+    SetRadius { radius: u32 },
+    /// Step back and forth at this period while [`Shared::moving`] is set.
+    Moves { period: Duration, phase: Duration },
+}
+
+/// Everything one bot observed.
+#[derive(Debug, Default)]
+pub struct BotResult {
+    pub idx: usize,
+    /// The room (session id) this bot joined.
+    pub room: Option<Uuid>,
+    /// Bit `gid` set: loadgen message `gid` was delivered to this connection.
+    pub received: Vec<u64>,
+    pub deliveries: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    pub seq_gaps: u64,
+    /// `message` frames without a loadgen `client_msg_id`.
+    pub foreign: u64,
+    /// Loadgen messages whose `sender_id` is not the sending bot's user.
+    pub wrong_sender: u64,
+    pub sent: u64,
+    pub acks: u64,
+    /// Messages still waiting for their ack when the bot stopped.
+    pub unacked: Vec<u64>,
+    /// Messages the server refused with an `error` naming their `client_msg_id`.
+    pub rejected: Vec<u64>,
+    pub moves_sent: u64,
+    pub moves_accepted: u64,
+    pub frames_in: u64,
+    pub unparsed: u64,
+    pub errors: HashMap<String, u64>,
+    /// How the server closed the connection before the run ended: the close code, `none`
+    /// (close without code), `eof` or `error`.
+    pub closed_by_server: Option<String>,
+}
+
+impl BotResult {
+    pub fn has(&self, gid: u64) -> bool {
+        let (word, bit) = ((gid / 64) as usize, gid % 64);
+        self.received.get(word).is_some_and(|w| w & (1 << bit) != 0)
+    }
+
+    /// Marks `gid` received; false when it already was (a duplicate).
+    fn mark(&mut self, gid: u64) -> bool {
+        let (word, bit) = ((gid / 64) as usize, gid % 64);
+        if self.received.len() <= word {
+            self.received.resize(word + 1, 0);
+        }
+        let fresh = self.received[word] & (1 << bit) == 0;
+        self.received[word] |= 1 << bit;
+        fresh
+    }
+}
+
+/// `lg-<bot>-<gid>` → `(bot, gid)`.
+pub fn parse_client_msg_id(id: &str) -> Option<(usize, u64)> {
+    let rest = id.strip_prefix("lg-")?;
+    let (bot, gid) = rest.split_once('-')?;
+    Some((bot.parse().ok()?, gid.parse().ok()?))
+}
+
+/// The bot's task.
+pub struct Bot {
+    pub idx: usize,
+    pub ws: Ws,
+    pub spawn: (i32, i32),
+    pub cmds: mpsc::UnboundedReceiver<BotCmd>,
+    pub shared: Arc<Shared>,
+}
+
+struct Moves {
+    interval: tokio::time::Interval,
+    at_spawn: bool,
+    dir: usize,
+    pending: Option<Instant>,
+}
+
+async fn next_move(moves: &mut Option<Moves>) {
+    match moves {
+        Some(m) => {
+            m.interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+impl Bot {
+    pub async fn run(self) -> BotResult {
+        let Bot { idx, mut ws, spawn, mut cmds, shared } = self;
+        let mut r = BotResult { idx, ..Default::default() };
+        let mut room: Option<Uuid> = None;
+        let mut join_reply: Option<oneshot::Sender<Result<(Uuid, i64), String>>> = None;
+        let mut last_seq: HashMap<Uuid, i64> = HashMap::new();
+        let mut pending_acks: HashMap<u64, Instant> = HashMap::new();
+        let mut moves: Option<Moves> = None;
+        let mut open = true;
+        loop {
+            tokio::select! {
+                biased;
+                () = shared.stop.cancelled() => break,
+                cmd = cmds.recv() => match cmd {
+                    None => break,
+                    Some(BotCmd::Join { land_id, reply }) => {
+                        let frame = ClientFrame::JoinRoom { room_id: land_id.to_string(), since_seq: None };
+                        if !open || send(&mut ws, &frame).await.is_err() {
+                            let _ = reply.send(Err("connection closed".into()));
+                        } else {
+                            join_reply = Some(reply);
+                        }
+                    }
+                    Some(BotCmd::Send { gid }) => {
+                        let Some(room_id) = room else { continue };
+                        let ns = shared.t0.elapsed().as_nanos();
+                        let mut content = format!("lg {ns} ");
+                        while content.len() < shared.msg_size {
+                            content.push('x');
+                        }
+                        let frame = ClientFrame::SendMessage {
+                            room_id: room_id.to_string(),
+                            content,
+                            client_msg_id: Some(format!("lg-{idx}-{gid}")),
+                        };
+                        if open && send(&mut ws, &frame).await.is_ok() {
+                            pending_acks.insert(gid, Instant::now());
+                            r.sent += 1;
+                        }
+                    }
+                    Some(BotCmd::SetRadius { radius }) => {
+                        if open {
+                            let _ = send(&mut ws, &ClientFrame::SetRadius { radius: i64::from(radius) }).await;
+                        }
+                    }
+                    Some(BotCmd::Moves { period, phase }) => {
+                        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + phase, period);
+                        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                        moves = Some(Moves { interval, at_spawn: true, dir: 0, pending: None });
+                    }
+                },
+                () = next_move(&mut moves) => {
+                    let Some(m) = moves.as_mut() else { continue };
+                    if !open || !shared.moving.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    let (dx, dy) = DIRS[m.dir % DIRS.len()];
+                    let (x, y) = if m.at_spawn { (spawn.0 + dx, spawn.1 + dy) } else { spawn };
+                    if send(&mut ws, &ClientFrame::UpdateLocation { x: i64::from(x), y: i64::from(y) }).await.is_ok() {
+                        m.at_spawn = !m.at_spawn;
+                        m.pending = Some(Instant::now());
+                        r.moves_sent += 1;
+                    }
+                },
+                msg = ws.next(), if open => {
+                    let text = match msg {
+                        Some(Ok(Message::Text(t))) => t,
+                        Some(Ok(Message::Close(frame))) => {
+                            r.closed_by_server = Some(frame.map_or("none".into(), |f| u16::from(f.code).to_string()));
+                            open = false;
+                            continue;
+                        }
+                        Some(Ok(_)) => continue,
+                        Some(Err(_)) => {
+                            r.closed_by_server = Some("error".into());
+                            open = false;
+                            continue;
+                        }
+                        None => {
+                            r.closed_by_server = Some("eof".into());
+                            open = false;
+                            continue;
+                        }
+                    };
+                    r.frames_in += 1;
+                    let frame = match serde_json::from_str::<ServerFrame>(text.as_str()) {
+                        Ok(f) => f,
+                        Err(_) => {
+                            r.unparsed += 1;
+                            continue;
+                        }
+                    };
+                    match frame {
+                        ServerFrame::Message { room_id, seq, sender_id, content, client_msg_id, .. } => {
+                            r.deliveries += 1;
+                            let last = last_seq.entry(room_id).or_insert(seq - 1);
+                            if seq <= *last {
+                                r.out_of_order += 1;
+                            } else {
+                                if seq > *last + 1 {
+                                    r.seq_gaps += 1;
+                                }
+                                *last = seq;
+                            }
+                            let Some((sender_bot, gid)) = client_msg_id.as_deref().and_then(parse_client_msg_id) else {
+                                r.foreign += 1;
+                                continue;
+                            };
+                            if shared.bot_users.get(sender_bot) != Some(&sender_id) {
+                                r.wrong_sender += 1;
+                            }
+                            if !r.mark(gid) {
+                                r.duplicates += 1;
+                                continue;
+                            }
+                            shared.delivered.fetch_add(1, Ordering::Relaxed);
+                            let sent_ns = content.split(' ').nth(1).and_then(|s| s.parse::<u128>().ok());
+                            if let Some(sent_ns) = sent_ns {
+                                let now_ns = shared.t0.elapsed().as_nanos();
+                                let ns = u64::try_from(now_ns.saturating_sub(sent_ns)).unwrap_or(u64::MAX);
+                                record(&shared.delivery_latency, idx, Duration::from_nanos(ns));
+                            }
+                        }
+                        ServerFrame::MessageAck { client_msg_id, .. } => {
+                            let Some((_, gid)) = client_msg_id.as_deref().and_then(parse_client_msg_id) else { continue };
+                            if let Some(at) = pending_acks.remove(&gid) {
+                                r.acks += 1;
+                                shared.answered.fetch_add(1, Ordering::Relaxed);
+                                record(&shared.ack_latency, idx, at.elapsed());
+                            }
+                        }
+                        ServerFrame::JoinedRoom { room_id, last_seq: seq, .. } => {
+                            last_seq.insert(room_id, seq);
+                            if let Some(reply) = join_reply.take() {
+                                room = Some(room_id);
+                                r.room = Some(room_id);
+                                let _ = reply.send(Ok((room_id, seq)));
+                            }
+                        }
+                        ServerFrame::LocationUpdated { .. } => {
+                            r.moves_accepted += 1;
+                            if let Some(at) = moves.as_mut().and_then(|m| m.pending.take()) {
+                                record(&shared.move_latency, idx, at.elapsed());
+                            }
+                        }
+                        ServerFrame::Error { code, reference, .. } => {
+                            if code == error_code::INVALID_POSITION
+                                && let Some(m) = moves.as_mut()
+                            {
+                                // That neighbour is not walkable: stay, try the next direction.
+                                m.dir += 1;
+                                m.at_spawn = true;
+                                m.pending = None;
+                            }
+                            if reference.as_deref() == Some("join_room")
+                                && let Some(reply) = join_reply.take()
+                            {
+                                let _ = reply.send(Err(code.clone()));
+                            }
+                            if let Some((_, gid)) = reference.as_deref().and_then(parse_client_msg_id)
+                                && pending_acks.remove(&gid).is_some()
+                            {
+                                r.rejected.push(gid);
+                                shared.answered.fetch_add(1, Ordering::Relaxed);
+                            }
+                            *r.errors.entry(code).or_default() += 1;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        if let Some(reply) = join_reply.take() {
+            let _ = reply.send(Err("no answer".into()));
+        }
+        r.unacked = pending_acks.into_keys().collect();
+        if open {
+            let close = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+            let _ = ws.send(Message::Close(Some(close))).await;
+            // Read until the server's close answer (bounded), so the close is clean.
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                while let Some(Ok(m)) = ws.next().await {
+                    if matches!(m, Message::Close(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+        r
+    }
+}
+
+async fn send(ws: &mut Ws, frame: &ClientFrame) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    let text = serde_json::to_string(frame).unwrap_or_default();
+    ws.send(Message::Text(text.into())).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_msg_ids_round_trip() {
+        assert_eq!(parse_client_msg_id("lg-12-345"), Some((12, 345)));
+        assert_eq!(parse_client_msg_id("lg-12"), None);
+        assert_eq!(parse_client_msg_id("other-1-2"), None);
+        assert_eq!(parse_client_msg_id("lg-a-2"), None);
+    }
+
+    #[test]
+    fn received_bitmap() {
+        let mut r = BotResult::default();
+        assert!(!r.has(130));
+        assert!(r.mark(130));
+        assert!(!r.mark(130));
+        assert!(r.has(130));
+        assert!(!r.has(129));
+    }
+}
