@@ -194,8 +194,9 @@ async fn run(state: AppState, socket: WebSocket, user_id: Uuid, username: Arc<st
             }
         }
     }
-    // Normal closure unless someone asked for a specific code.
-    control.close(1000);
+    // Shutdown closes with 1001; otherwise a normal closure unless someone already asked for a
+    // specific code (the first code asked for wins).
+    control.close(if state.shutdown.is_cancelled() { close_code::GOING_AWAY } else { 1000 });
     if !peer_gone {
         // Closing from our side: keep reading (and discarding) until the client answers the
         // close frame, so unread input does not turn the close into a TCP reset that would hide
