@@ -305,24 +305,21 @@ impl Chat {
 
     /// Resolves a room reference from a client: `proximity`, a session id or a land id.
     pub async fn room(&self, reference: &str) -> Result<Arc<Room>, ChatError> {
-        if reference == "proximity" {
-            return Ok(self.inner.proximity_room.clone());
+        match parse_room_ref(reference)? {
+            RoomRef::Proximity => Ok(self.inner.proximity_room.clone()),
+            RoomRef::Id(id) => self.room_by_id(id).await,
         }
-        let id = Uuid::parse_str(reference.trim()).map_err(|_| {
-            ChatError::NotFound(format!("no room {reference:?}: use a session id, a land id or \"proximity\""))
-        })?;
-        self.room_by_id(id).await
+    }
+
+    /// A room already in memory, by session id or land id.
+    fn loaded_room(&self, id: Uuid) -> Option<Arc<Room>> {
+        let hub = self.hub_read();
+        hub.rooms.get(&id).or_else(|| hub.land_rooms.get(&id).and_then(|r| hub.rooms.get(r))).cloned()
     }
 
     pub async fn room_by_id(&self, id: Uuid) -> Result<Arc<Room>, ChatError> {
-        {
-            let hub = self.hub_read();
-            if let Some(room) = hub.rooms.get(&id) {
-                return Ok(room.clone());
-            }
-            if let Some(room) = hub.land_rooms.get(&id).and_then(|r| hub.rooms.get(r)) {
-                return Ok(room.clone());
-            }
+        if let Some(room) = self.loaded_room(id) {
+            return Ok(room);
         }
         let row = self.inner.db.session_by_id(id).await?.ok_or_else(|| ChatError::NotFound(format!("no room {id}")))?;
         let kind = RoomKind::parse(&row.kind).ok_or(ChatError::Unavailable)?;
@@ -452,18 +449,11 @@ impl Chat {
 
     pub fn leave(&self, conn: &ChatConn, reference: &str) -> Result<Uuid, ChatError> {
         let user_id = conn.user_id;
-        let hub = self.hub_read();
-        let room_id = if reference == "proximity" {
-            self.inner.proximity_room.id
-        } else {
-            let id =
-                Uuid::parse_str(reference.trim()).map_err(|_| ChatError::NotFound(format!("no room {reference:?}")))?;
-            hub.land_rooms.get(&id).copied().unwrap_or(id)
+        // Only a loaded room can have been joined.
+        let room = match parse_room_ref(reference)? {
+            RoomRef::Proximity => self.inner.proximity_room.clone(),
+            RoomRef::Id(id) => self.loaded_room(id).ok_or_else(|| ChatError::NotFound(format!("no room {id}")))?,
         };
-        let Some(room) = hub.rooms.get(&room_id).cloned() else {
-            return Err(ChatError::NotFound(format!("no room {reference}")));
-        };
-        drop(hub);
         if room.kind == RoomKind::Land {
             let recipients = room.member_ids();
             let changed = room.set_joined(user_id, false);
@@ -765,6 +755,21 @@ impl Chat {
 pub fn room_from_row(row: &SessionRow, members: Vec<Uuid>) -> Room {
     let kind = RoomKind::parse(&row.kind).unwrap_or(RoomKind::Group);
     Room::new(row.id, kind, row.name.clone(), row.land_id, row.created_by, row.last_seq, members)
+}
+
+/// A room reference from a client: `proximity`, or a session or land id.
+enum RoomRef {
+    Proximity,
+    Id(Uuid),
+}
+
+fn parse_room_ref(reference: &str) -> Result<RoomRef, ChatError> {
+    if reference == "proximity" {
+        return Ok(RoomRef::Proximity);
+    }
+    Uuid::parse_str(reference.trim()).map(RoomRef::Id).map_err(|_| {
+        ChatError::NotFound(format!("no room {reference:?}: use a session id, a land id or \"proximity\""))
+    })
 }
 
 /// Acks senders and delivers committed messages, in commit order.
