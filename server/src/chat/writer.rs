@@ -72,9 +72,11 @@ pub enum FanOut {
     Failed(Vec<Failed>),
 }
 
+/// The last [`RECENT_KEYS`] `(sender, client_msg_id)` keys and what they committed, looked up by
+/// `&str` without allocating.
 struct RecentKeys {
-    map: HashMap<(Uuid, String), Committed>,
-    order: VecDeque<(Uuid, String)>,
+    map: HashMap<Uuid, HashMap<Box<str>, Committed>>,
+    order: VecDeque<(Uuid, Box<str>)>,
 }
 
 impl RecentKeys {
@@ -82,12 +84,25 @@ impl RecentKeys {
         Self { map: HashMap::new(), order: VecDeque::new() }
     }
 
-    fn insert(&mut self, key: (Uuid, String), value: Committed) {
-        if self.map.insert(key.clone(), value).is_none() {
-            self.order.push_back(key);
-            while self.order.len() > RECENT_KEYS {
-                if let Some(old) = self.order.pop_front() {
-                    self.map.remove(&old);
+    fn get(&self, sender: Uuid, client_msg_id: &str) -> Option<&Committed> {
+        self.map.get(&sender)?.get(client_msg_id)
+    }
+
+    fn insert(&mut self, sender: Uuid, client_msg_id: &str, value: Committed) {
+        let per_sender = self.map.entry(sender).or_default();
+        if let Some(old) = per_sender.get_mut(client_msg_id) {
+            *old = value;
+            return;
+        }
+        per_sender.insert(client_msg_id.into(), value);
+        self.order.push_back((sender, client_msg_id.into()));
+        while self.order.len() > RECENT_KEYS {
+            if let Some((s, c)) = self.order.pop_front()
+                && let Some(per_sender) = self.map.get_mut(&s)
+            {
+                per_sender.remove(&c);
+                if per_sender.is_empty() {
+                    self.map.remove(&s);
                 }
             }
         }
@@ -148,7 +163,7 @@ async fn write_batch(
     let unknown: Vec<(Uuid, &str)> = batch
         .iter()
         .filter_map(|m| m.client_msg_id.as_deref().map(|c| (m.sender_id, c)))
-        .filter(|(s, c)| !recent.map.contains_key(&(*s, (*c).to_string())))
+        .filter(|(s, c)| recent.get(*s, c).is_none())
         .collect();
     let found = match db.existing_client_ids(&unknown).await {
         Ok(f) => f,
@@ -165,7 +180,7 @@ async fn write_batch(
             created_at: e.created_at,
             client_msg_id: Some(e.client_msg_id.clone()),
         };
-        recent.map.insert((e.sender_id, e.client_msg_id), committed);
+        recent.insert(e.sender_id, &e.client_msg_id, committed);
     }
 
     // 2. Seqs, ids and sealing for the new ones; retries point at their original.
@@ -175,13 +190,13 @@ async fn write_batch(
     let mut in_batch: HashMap<(Uuid, String), Committed> = HashMap::new();
     let mut touched: HashMap<Uuid, i64> = HashMap::new();
     for m in batch {
-        if let Some(cmid) = &m.client_msg_id {
-            let key = (m.sender_id, cmid.clone());
-            if let Some(c) = recent.map.get(&key).or_else(|| in_batch.get(&key)) {
-                let c = c.clone();
-                results.push((m, Ok((c, false))));
-                continue;
-            }
+        let key = m.client_msg_id.as_ref().map(|cmid| (m.sender_id, cmid.clone()));
+        if let Some(key) = &key
+            && let Some(c) = recent.get(key.0, &key.1).or_else(|| in_batch.get(key))
+        {
+            let c = c.clone();
+            results.push((m, Ok((c, false))));
+            continue;
         }
         // Time-ordered ids keep primary-key inserts at the end of the index.
         let message_id = Uuid::now_v7();
@@ -199,8 +214,8 @@ async fn write_batch(
         touched.insert(m.room.id, seq);
         let committed =
             Committed { message_id, room_id: m.room.id, seq, created_at: now, client_msg_id: m.client_msg_id.clone() };
-        if let Some(cmid) = &m.client_msg_id {
-            in_batch.insert((m.sender_id, cmid.clone()), committed.clone());
+        if let Some(key) = key {
+            in_batch.insert(key, committed.clone());
         }
         rows.push(NewMessage {
             id: message_id,
@@ -245,7 +260,7 @@ async fn write_batch(
                 if deliver {
                     outgoing.room.last_seq.fetch_max(committed.seq, std::sync::atomic::Ordering::AcqRel);
                     if let Some(cmid) = &outgoing.client_msg_id {
-                        recent.insert((outgoing.sender_id, cmid.clone()), committed.clone());
+                        recent.insert(outgoing.sender_id, cmid, committed.clone());
                     }
                 }
                 stored.push(Stored { committed, outgoing, deliver });
