@@ -19,7 +19,13 @@ fn world_with_bots(
 ) -> (bevy_app::App, tokio::sync::mpsc::Receiver<landworld_server::world::persist::PersistMsg>) {
     let (persist_tx, persist_rx) = tokio::sync::mpsc::channel(16);
     let parts = WorldParts {
-        settings: WorldSettings { tick_hz: 20, max_step: 1, position_flush: Duration::from_secs(3600), sim_bots: n },
+        settings: WorldSettings {
+            tick_hz: 20,
+            max_step: 1,
+            position_flush: Duration::from_secs(3600),
+            nearby_interval: Duration::from_millis(200),
+            sim_bots: n,
+        },
         map: Arc::new(WorldMap::open(2048, 2048)),
         lands: Vec::new(),
         persist_tx,

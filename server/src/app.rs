@@ -133,6 +133,7 @@ impl Application {
                 tick_hz: config.tick_hz,
                 max_step: config.max_step,
                 position_flush: config.position_flush,
+                nearby_interval: config.nearby_interval,
                 sim_bots: config.sim_bots,
             },
             map: map.clone(),

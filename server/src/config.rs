@@ -110,6 +110,10 @@ pub struct ServeOptions {
     /// Seconds between periodic position flushes to the database.
     #[arg(long, env = "LANDWORLD_POSITION_FLUSH_SECS", global = true)]
     pub position_flush_secs: Option<f64>,
+    /// Shortest gap between two `nearby_users` frames to one user, in milliseconds (changes in
+    /// between are coalesced into the next frame; 0 sends on every tick with a change).
+    #[arg(long, env = "LANDWORLD_NEARBY_INTERVAL_MS", global = true)]
+    pub nearby_interval_ms: Option<u64>,
     /// Load testing: wandering simulated avatars (no connection, not persisted) to add to the
     /// world; 10% of them step each tick.
     #[arg(long, env = "LANDWORLD_SIM_BOTS", global = true)]
@@ -144,6 +148,7 @@ struct FileConfig {
     jwt_secret: Option<String>,
     token_ttl_secs: Option<u64>,
     position_flush_secs: Option<f64>,
+    nearby_interval_ms: Option<u64>,
     sim_bots: Option<u32>,
     log: Option<String>,
     message_key: Option<String>,
@@ -166,6 +171,7 @@ pub struct Config {
     pub jwt_secret: Option<String>,
     pub token_ttl: Duration,
     pub position_flush: Duration,
+    pub nearby_interval: Duration,
     pub sim_bots: u32,
     pub log: String,
     pub message_key: Option<String>,
@@ -220,6 +226,11 @@ impl ServeOptions {
         if !(flush.is_finite() && flush > 0.0 && flush <= 3600.0) {
             return Err(ConfigError::Invalid("position_flush_secs must be in (0, 3600]".into()));
         }
+        let nearby_ms =
+            self.nearby_interval_ms.or(file.nearby_interval_ms).unwrap_or(landworld_shared::limits::NEARBY_INTERVAL_MS);
+        if nearby_ms > 10_000 {
+            return Err(ConfigError::Invalid("nearby_interval_ms must be at most 10000".into()));
+        }
         let token_ttl = self.token_ttl_secs.or(file.token_ttl_secs).unwrap_or(24 * 3600);
         if token_ttl == 0 {
             return Err(ConfigError::Invalid("token_ttl_secs must be positive".into()));
@@ -258,6 +269,7 @@ impl ServeOptions {
             jwt_secret: self.jwt_secret.or(file.jwt_secret),
             token_ttl: Duration::from_secs(token_ttl),
             position_flush: Duration::from_secs_f64(flush),
+            nearby_interval: Duration::from_millis(nearby_ms),
             sim_bots: self.sim_bots.or(file.sim_bots).unwrap_or(0),
             log: self.log.or(file.log).unwrap_or_else(|| "info".to_string()),
             data_dir,
@@ -302,11 +314,20 @@ mod tests {
     fn flags_override_file_override_defaults() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("landworld.toml");
-        std::fs::write(&file, "tick_hz = 10\nmax_step = 3\nallowed_origins = [\"http://a.test/\"]\n").expect("write");
+        std::fs::write(
+            &file,
+            "tick_hz = 10\nmax_step = 3\nnearby_interval_ms = 0\nallowed_origins = [\"http://a.test/\"]\n",
+        )
+        .expect("write");
         let opts = ServeOptions { config: Some(file.clone()), tick_hz: Some(30), ..Default::default() };
         let c = opts.resolve().expect("resolve");
         assert_eq!(c.tick_hz, 30);
         assert_eq!(c.max_step, 3);
+        assert_eq!(c.nearby_interval, Duration::ZERO);
+        let defaults = ServeOptions::default().resolve().expect("resolve");
+        assert_eq!(defaults.nearby_interval, Duration::from_millis(200));
+        let too_long = ServeOptions { nearby_interval_ms: Some(60_000), ..Default::default() };
+        assert!(matches!(too_long.resolve(), Err(ConfigError::Invalid(_))));
         assert_eq!(c.allowed_origins, vec!["http://a.test".to_string()]);
         assert_eq!(c.http_addr.port(), 8000);
         assert!(c.database_url.starts_with("sqlite://data"));

@@ -6,6 +6,13 @@ pub const MIN_RADIUS: u32 = 1;
 pub const MAX_RADIUS: u32 = 50;
 /// Proximity radius of a fresh avatar.
 pub const DEFAULT_RADIUS: u32 = 5;
+/// Default shortest gap between two `nearby_users` frames to one user (ms): changes within it
+/// are coalesced into one frame carrying the latest state, so a crowd moving every tick costs
+/// each listener at most 1000 / this many frames per second.
+pub const NEARBY_INTERVAL_MS: u64 = 200;
+/// Most users listed in one `nearby_users` frame (the nearest ones); `total` then gives the full
+/// count.
+pub const MAX_NEARBY_LISTED: usize = 100;
 /// Default simulation rate.
 pub const DEFAULT_TICK_HZ: u32 = 20;
 /// Default largest Chebyshev step per tick for an accepted move.

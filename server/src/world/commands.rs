@@ -297,7 +297,7 @@ fn nearby_users(world: &mut World, user_id: Uuid) -> Option<((i32, i32), Vec<Uui
 /// The `nearby_users` frame of an avatar, outside a system.
 pub fn nearby_frame(world: &mut World, entity: Entity) -> ServerFrame {
     let mut state = bevy_ecs::system::SystemState::<(Query<&Avatar>, Res<Proximity>)>::new(world);
-    let empty = ServerFrame::NearbyUsers { radius: DEFAULT_RADIUS, users: Vec::new() };
+    let empty = ServerFrame::NearbyUsers { radius: DEFAULT_RADIUS, users: Vec::new(), total: None };
     let Ok((avatars, prox)) = state.get(world) else { return empty };
     match avatars.get(entity) {
         Ok(avatar) => super::proximity::build_nearby(avatar, &prox, &avatars),

@@ -60,8 +60,19 @@ pub struct WorldSettings {
     pub tick_hz: u32,
     pub max_step: u32,
     pub position_flush: Duration,
+    /// Shortest gap between two `nearby_users` frames to one avatar (see [`proximity`]).
+    pub nearby_interval: Duration,
     /// Simulated wandering avatars for load testing (see [`bots`]).
     pub sim_bots: u32,
+}
+
+impl WorldSettings {
+    /// [`Self::nearby_interval`] in whole ticks, at least 1 (1: a frame on every tick with a
+    /// change).
+    pub fn nearby_every_ticks(&self) -> u64 {
+        let ticks = (self.nearby_interval.as_secs_f64() * f64::from(self.tick_hz)).round();
+        if ticks.is_finite() && ticks >= 1.0 { ticks as u64 } else { 1 }
+    }
 }
 
 /// The loaded map (bounds and walkability).

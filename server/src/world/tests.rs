@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use landworld_shared::protocol::ws::ServerFrame;
+use landworld_shared::protocol::ws::{NearbyUser, ServerFrame};
 use landworld_shared::world::{Rect, TilePos, WorldMap};
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -22,12 +22,28 @@ struct Harness {
     land: Uuid,
 }
 
+/// A world where `nearby_users` goes out on every tick with a change (no coalescing), so tests
+/// can follow each change; [`paced_harness`] has the server's default pacing.
 fn harness() -> Harness {
+    harness_with(Duration::ZERO)
+}
+
+fn paced_harness() -> Harness {
+    harness_with(Duration::from_millis(landworld_shared::limits::NEARBY_INTERVAL_MS))
+}
+
+fn harness_with(nearby_interval: Duration) -> Harness {
     let map = Arc::new(WorldMap::open(64, 64));
     let (persist_tx, persist_rx) = mpsc::channel(64);
     let land = Uuid::new_v4();
     let parts = WorldParts {
-        settings: WorldSettings { tick_hz: 20, max_step: 1, position_flush: Duration::from_secs(3600), sim_bots: 0 },
+        settings: WorldSettings {
+            tick_hz: 20,
+            max_step: 1,
+            position_flush: Duration::from_secs(3600),
+            nearby_interval,
+            sim_bots: 0,
+        },
         map,
         lands: vec![LandInfo { id: land, room_id: land, name: "Plot".into(), rect: Rect::new(10, 10, 5, 5) }],
         persist_tx,
@@ -45,9 +61,13 @@ struct Client {
 
 impl Harness {
     fn connect(&mut self, x: i32, y: i32) -> Client {
+        self.connect_with_radius(x, y, 5)
+    }
+
+    fn connect_with_radius(&mut self, x: i32, y: i32, radius: u32) -> Client {
         let user_id = Uuid::new_v4();
         let (conn, rx, _control) = ConnHandle::new(Uuid::new_v4());
-        let saved = Some(SavedPosition { user_id, x, y, radius: 5 });
+        let saved = Some(SavedPosition { user_id, x, y, radius });
         self.send(WorldCommand::Connect {
             user_id,
             username: Arc::from(format!("u{x}_{y}")),
@@ -115,6 +135,99 @@ fn proximity_diffs_reach_both_sides_only_on_change() {
     h.tick();
     assert_eq!(last_nearby(&frames(&mut a)), Some(vec![]));
     assert_eq!(last_nearby(&frames(&mut b)), Some(vec![]));
+}
+
+fn nearby_frames(frames: &[ServerFrame]) -> Vec<(Vec<NearbyUser>, Option<u32>)> {
+    frames
+        .iter()
+        .filter_map(|f| match f {
+            ServerFrame::NearbyUsers { users, total, .. } => Some((users.clone(), *total)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn nearby_changes_inside_the_interval_are_coalesced_into_one_frame_with_the_latest_state() {
+    let mut h = paced_harness();
+    let every = h.app.world().resource::<WorldSettings>().nearby_every_ticks();
+    assert_eq!(every, 4, "200 ms at 20 Hz");
+    let mut a = h.connect(0, 0);
+    let mut b = h.connect(7, 0);
+    h.tick();
+    frames(&mut a);
+    frames(&mut b);
+    for _ in 0..every {
+        h.tick();
+    }
+    // The first change after a quiet spell goes out on its own tick, to both sides.
+    h.move_to(&b, 6, 0);
+    h.tick();
+    h.move_to(&b, 5, 0);
+    h.tick();
+    assert_eq!(last_nearby(&frames(&mut a)), Some(vec![b.user_id]));
+    assert_eq!(last_nearby(&frames(&mut b)), Some(vec![a.user_id]));
+    // Three changes in the next ticks (leave, enter, move within): held back...
+    let mut held = Vec::new();
+    for x in [6, 5, 4] {
+        h.move_to(&b, x, 0);
+        h.tick();
+        held.extend(frames(&mut a));
+    }
+    assert!(nearby_frames(&held).is_empty(), "no frame inside the interval: {held:?}");
+    assert_eq!(h.app.world().resource::<super::proximity::NearbyPacing>().deferred_len(), 2);
+    // ...and sent once when it has passed, with the state at that time.
+    h.tick();
+    let sent = nearby_frames(&frames(&mut a));
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let (users, total) = &sent[0];
+    assert_eq!((users.len(), users[0].user_id, users[0].x, users[0].distance, *total), (1, b.user_id, 4, 4, None));
+    assert_eq!(nearby_frames(&frames(&mut b)).len(), 1);
+    // Nothing more without a change.
+    for _ in 0..2 * every {
+        h.tick();
+    }
+    assert!(nearby_frames(&frames(&mut a)).is_empty());
+    assert_eq!(h.app.world().resource::<super::proximity::NearbyPacing>().deferred_len(), 0);
+}
+
+#[test]
+fn a_crowded_nearby_list_names_the_nearest_and_gives_the_total() {
+    let mut h = paced_harness();
+    let mut a = h.connect_with_radius(30, 30, 10);
+    // 150 users within radius 10 of (30, 30), at distances 1..=10.
+    let mut others = Vec::new();
+    'place: for ring in 1..=10 {
+        for dx in -ring..=ring {
+            for dy in [-ring, ring] {
+                if others.len() == 150 {
+                    break 'place;
+                }
+                let (x, y) = (30 + dx, 30 + dy);
+                others.push((h.connect(x, y), x, y));
+            }
+        }
+    }
+    h.tick();
+    let sent = nearby_frames(&frames(&mut a));
+    let (users, total) = sent.last().expect("a nearby_users frame");
+    assert_eq!(users.len(), landworld_shared::limits::MAX_NEARBY_LISTED);
+    assert_eq!(*total, Some(150));
+    let mut want: Vec<u32> = others
+        .iter()
+        .map(|&(_, x, y)| landworld_shared::world::chebyshev(TilePos::new(30, 30), TilePos::new(x, y)))
+        .collect();
+    want.sort_unstable();
+    want.truncate(users.len());
+    let got: Vec<u32> = users.iter().map(|u| u.distance).collect();
+    assert_eq!(got, want, "the nearest, nearest first");
+    for u in users {
+        let (_, x, y) = others.iter().find(|(c, _, _)| c.user_id == u.user_id).expect("a placed user");
+        assert_eq!((u.x, u.y), (*x, *y));
+    }
+    // A small list is complete and has no total.
+    let (users, total) = nearby_frames(&frames(&mut others[0].0)).pop().expect("frame");
+    assert!(users.len() < landworld_shared::limits::MAX_NEARBY_LISTED && total.is_none());
 }
 
 #[test]
@@ -214,7 +327,13 @@ fn bot_and_user_steps_reach_the_index_in_one_batch() {
     let map = Arc::new(WorldMap::open(32, 32));
     let (persist_tx, _persist_rx) = mpsc::channel(64);
     let parts = WorldParts {
-        settings: WorldSettings { tick_hz: 20, max_step: 1, position_flush: Duration::from_secs(3600), sim_bots: 200 },
+        settings: WorldSettings {
+            tick_hz: 20,
+            max_step: 1,
+            position_flush: Duration::from_secs(3600),
+            nearby_interval: Duration::from_millis(200),
+            sim_bots: 200,
+        },
         map,
         lands: Vec::new(),
         persist_tx,

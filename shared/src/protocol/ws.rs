@@ -197,7 +197,11 @@ pub enum ServerFrame {
     },
     NearbyUsers {
         radius: u32,
+        /// Nearest first when the list was cut to [`crate::limits::MAX_NEARBY_LISTED`].
         users: Vec<NearbyUser>,
+        /// How many users are within the radius, present only when `users` was cut short.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        total: Option<u32>,
     },
     ReadReceipt {
         room_id: Uuid,
@@ -324,10 +328,12 @@ mod tests {
         let f = ServerFrame::NearbyUsers {
             radius: 5,
             users: vec![NearbyUser { user_id: Uuid::nil(), username: "a".into(), x: 1, y: 2, distance: 1 }],
+            total: None,
         };
         let v: serde_json::Value = serde_json::from_str(&f.to_json()).expect("json");
         assert_eq!(v["type"], "nearby_users");
         assert_eq!(v["users"][0]["distance"], 1);
+        assert!(v.get("total").is_none(), "total only when the list was cut: {v}");
         let e = ServerFrame::error("rate_limited", "slow down", Some("send_message".into()));
         let v: serde_json::Value = serde_json::from_str(&e.to_json()).expect("json");
         assert_eq!(v["ref"], "send_message");

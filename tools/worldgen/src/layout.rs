@@ -23,8 +23,9 @@ const LAND_ORIGINS: [i32; 3] = [8, 92, 176];
 const ROADS: [i32; 2] = [84, 168];
 const ROAD_WIDTH: i32 = 4;
 
+#[derive(Clone)]
 pub struct Land {
-    pub name: &'static str,
+    pub name: String,
     pub description: &'static str,
     pub x: i32,
     pub y: i32,
@@ -32,12 +33,14 @@ pub struct Land {
     pub height: i32,
 }
 
+#[derive(Clone)]
 pub struct Spawn {
     pub name: String,
     pub x: i32,
     pub y: i32,
 }
 
+#[derive(Clone)]
 pub struct World {
     pub width: i32,
     pub height: i32,
@@ -70,6 +73,52 @@ const THEMES: [(&str, &str); 9] = [
 ];
 
 impl World {
+    /// This world laid out `k` x `k` times side by side (a `k * 256` tiles square map for load
+    /// runs at scale), each copy's lands and spawns named with its column and row, e.g.
+    /// `Central Plaza (2,5)`. `k == 1` is the world itself.
+    pub fn repeated(&self, k: i32) -> World {
+        if k <= 1 {
+            return self.clone();
+        }
+        let (w, h) = (self.width * k, self.height * k);
+        let mut out = World {
+            width: w,
+            height: h,
+            ground: Vec::with_capacity((w * h) as usize),
+            top: Vec::with_capacity((w * h) as usize),
+            lands: Vec::new(),
+            spawns: Vec::new(),
+        };
+        for _ in 0..k {
+            for y in 0..self.height {
+                let row = (y * self.width) as usize..((y + 1) * self.width) as usize;
+                for _ in 0..k {
+                    out.ground.extend_from_slice(&self.ground[row.clone()]);
+                    out.top.extend_from_slice(&self.top[row.clone()]);
+                }
+            }
+        }
+        for cy in 0..k {
+            for cx in 0..k {
+                let (ox, oy) = (cx * self.width, cy * self.height);
+                out.lands.extend(self.lands.iter().map(|l| Land {
+                    name: format!("{} ({cx},{cy})", l.name),
+                    description: l.description,
+                    x: l.x + ox,
+                    y: l.y + oy,
+                    width: l.width,
+                    height: l.height,
+                }));
+                out.spawns.extend(self.spawns.iter().map(|sp| Spawn {
+                    name: format!("{} ({cx},{cy})", sp.name),
+                    x: sp.x + ox,
+                    y: sp.y + oy,
+                }));
+            }
+        }
+        out
+    }
+
     fn new() -> Self {
         let n = (MAP_TILES * MAP_TILES) as usize;
         Self {
@@ -392,7 +441,7 @@ pub fn generate() -> Result<World> {
     // Lands, row-major.
     for (i, (name, description)) in THEMES.iter().enumerate() {
         world.lands.push(Land {
-            name,
+            name: (*name).to_owned(),
             description,
             x: LAND_ORIGINS[i % 3],
             y: LAND_ORIGINS[i / 3],

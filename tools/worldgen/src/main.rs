@@ -28,17 +28,23 @@ struct Args {
     out: PathBuf,
     /// Also write a downscaled picture of the whole map here (`--preview FILE`).
     preview: Option<PathBuf>,
+    /// Lay the world out this many times along each axis (`--repeat K`: a `256 K` square map,
+    /// for load runs at scale; not the default world).
+    repeat: i32,
 }
 
 fn main() -> Result<()> {
-    let Args { out, preview } = parse_args()?;
+    let Args { out, preview, repeat } = parse_args()?;
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
 
     let canvas = art::draw_tileset();
     write_png(&out.join(IMAGE_FILE), &canvas)?;
     fs::write(out.join(TILESET_FILE), tmx::tileset_tsx(IMAGE_FILE)).context("writing tileset")?;
 
-    let world = layout::generate()?;
+    let world = layout::generate()?.repeated(repeat);
+    if repeat > 1 {
+        world.check_reachable().context("the repeated world")?;
+    }
     fs::write(out.join(MAP_FILE), tmx::map_tmx(&world, TILESET_FILE)).context("writing map")?;
 
     if let Some(path) = preview {
@@ -65,19 +71,24 @@ fn main() -> Result<()> {
 fn parse_args() -> Result<Args> {
     let mut out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/worlds");
     let mut preview = None;
+    let mut repeat = 1;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--out" => out = PathBuf::from(args.next().context("--out needs a directory")?),
             "--preview" => preview = Some(PathBuf::from(args.next().context("--preview needs a file")?)),
+            "--repeat" => {
+                let k = args.next().context("--repeat needs a number")?;
+                repeat = k.parse().ok().filter(|k| (1..=16).contains(k)).context("--repeat takes 1..=16")?;
+            }
             "-h" | "--help" => {
-                println!("usage: landworld-worldgen [--out DIR] [--preview FILE.png]");
+                println!("usage: landworld-worldgen [--out DIR] [--preview FILE.png] [--repeat K]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (see --help)"),
         }
     }
-    Ok(Args { out, preview })
+    Ok(Args { out, preview, repeat })
 }
 
 fn write_png(path: &Path, canvas: &art::Canvas) -> Result<()> {
@@ -112,6 +123,30 @@ mod tests {
         assert_eq!(tsx, tmx::tileset_tsx(IMAGE_FILE), "tileset.tsx is stale");
         let png = fs::read(dir.join(IMAGE_FILE)).expect("tileset.png");
         assert!(png == encode_png(&art::draw_tileset()).expect("encodes"), "tileset.png is stale");
+    }
+
+    #[test]
+    fn a_repeated_world_tiles_the_layout_with_uniquely_named_lands() {
+        let base = layout::generate().expect("generates");
+        let big = base.repeated(3);
+        assert_eq!((big.width, big.height), (768, 768));
+        assert_eq!(big.lands.len(), 9 * base.lands.len());
+        assert_eq!(big.spawns.len(), 9 * base.spawns.len());
+        let names: std::collections::HashSet<&str> = big.lands.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names.len(), big.lands.len(), "land names are unique");
+        for (x, y) in [(0, 0), (17, 200), (255, 255)] {
+            for (cx, cy) in [(0, 0), (1, 2), (2, 1)] {
+                let (bx, by) = (x + cx * 256, y + cy * 256);
+                assert_eq!(big.ground_at(bx, by), base.ground_at(x, y));
+                assert_eq!(big.walkable(bx, by), base.walkable(x, y));
+            }
+        }
+        let last = big.lands.last().expect("lands");
+        let first = &base.lands[base.lands.len() - 1];
+        assert_eq!((last.x, last.y), (first.x + 512, first.y + 512));
+        // The written map is what the server's loader accepts.
+        let tmx = tmx::map_tmx(&big, TILESET_FILE);
+        assert!(tmx.contains(r#"width="768" height="768""#));
     }
 
     #[test]

@@ -88,7 +88,7 @@ pub fn map_tmx(world: &World, tileset_name: &str) -> String {
         let _ = writeln!(
             s,
             r#"  <object id="{object_id}" name="{}" x="{}" y="{}" width="{}" height="{}">"#,
-            esc(land.name),
+            esc(&land.name),
             land.x * px,
             land.y * px,
             land.width * px,
