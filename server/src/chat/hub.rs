@@ -116,6 +116,19 @@ impl Room {
         }
     }
 
+    /// Calls `f` for each current member, under the room's lock, without collecting them.
+    pub fn for_each_member(&self, mut f: impl FnMut(&Uuid)) {
+        let Ok(m) = self.members.read() else { return };
+        match self.kind {
+            RoomKind::Land => {
+                m.on_land.iter().for_each(&mut f);
+                m.joined.iter().filter(|u| !m.on_land.contains(u)).for_each(f);
+            }
+            RoomKind::Private | RoomKind::Group => m.listed.iter().for_each(f),
+            RoomKind::Proximity => {}
+        }
+    }
+
     pub fn member_count(&self) -> usize {
         let Ok(m) = self.members.read() else { return 0 };
         match self.kind {
@@ -277,6 +290,17 @@ pub struct Hub {
 }
 
 impl Hub {
+    /// Sends a frame to every connection of the room's current members.
+    pub fn send_to_members(&self, room: &Room, frame: &OutFrame) {
+        room.for_each_member(|u| {
+            if let Some(entry) = self.users.get(u) {
+                for c in &entry.conns {
+                    c.handle.send(frame);
+                }
+            }
+        });
+    }
+
     /// Sends a frame to every connection of the given users.
     pub fn send_to_users<'a>(&self, users: impl IntoIterator<Item = &'a Uuid>, frame: &OutFrame) {
         for u in users {

@@ -286,19 +286,24 @@ impl Chat {
     pub fn land_presence(&self, room_id: Uuid, user_id: Uuid, username: &str, on: bool) {
         let hub = self.hub_read();
         let Some(room) = hub.rooms.get(&room_id) else { return };
-        let before = if on { Vec::new() } else { room.member_ids() };
         if !room.set_on_land(user_id, on) {
             return;
         }
-        let (frame, recipients) = if on {
-            (ServerFrame::UserJoined { room_id, user_id, username: username.to_string() }, room.member_ids())
+        // Joined: every member now, the user included. Left: every member before, which is the
+        // members now plus the user.
+        let frame = if on {
+            ServerFrame::UserJoined { room_id, user_id, username: username.to_string() }
         } else {
-            (ServerFrame::UserLeft { room_id, user_id, username: username.to_string() }, before)
+            ServerFrame::UserLeft { room_id, user_id, username: username.to_string() }
         };
-        hub.send_to_users(recipients.iter(), &encode(&frame));
-        if !on && let Some(entry) = hub.users.get(&user_id) {
-            for c in &entry.conns {
-                c.forget(room_id);
+        let frame = encode(&frame);
+        hub.send_to_members(room, &frame);
+        if !on {
+            hub.send_to_users([&user_id], &frame);
+            if let Some(entry) = hub.users.get(&user_id) {
+                for c in &entry.conns {
+                    c.forget(room_id);
+                }
             }
         }
     }

@@ -1,6 +1,7 @@
 //! Simulated avatars for load testing (`--sim-bots N`): wandering avatars without connections,
-//! never persisted and not listed as online users. Each tick about 10% of them step one tile in a
-//! random direction through the same movement rule and the same step ([`accept_step`]) as
+//! never persisted and not listed as online users. Each tick the next 10% of them (in turn, so
+//! each bot tries a step every tenth tick and the tick walks its bots in memory order) step one
+//! tile in a random direction through the same movement rule and the same step ([`accept_step`]) as
 //! players, so they exercise the proximity index (their steps join the tick's one batch),
 //! land membership and the frames real users near them receive.
 
@@ -21,9 +22,13 @@ use super::{Map, TickSet, WorldSettings};
 #[derive(Component, Debug)]
 pub struct Bot;
 
-/// Every bot, so a tick can sample the ones that move without visiting the others.
+/// Every bot, so a tick can take the ones that move without visiting the others, and where the
+/// next tick's turn starts.
 #[derive(Resource, Default, Debug)]
-pub struct Bots(pub Vec<Entity>);
+pub struct Bots {
+    pub all: Vec<Entity>,
+    next: usize,
+}
 
 /// Percentage of bots that step each tick.
 pub const BOT_MOVE_PERCENT: u64 = 10;
@@ -82,7 +87,7 @@ fn spawn_bots(world: &mut World) {
             Vec::new(),
         );
         world.entity_mut(entity).insert(Bot);
-        world.resource_mut::<Bots>().0.push(entity);
+        world.resource_mut::<Bots>().all.push(entity);
         placed += 1;
     }
     tracing::info!(bots = placed, "simulated avatars spawned");
@@ -91,7 +96,7 @@ fn spawn_bots(world: &mut World) {
 const DIRS: [(i32, i32); 8] = [(1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1)];
 
 fn move_bots(
-    bots: Res<Bots>,
+    mut bots: ResMut<Bots>,
     mut avatars: Query<&mut Avatar, With<Bot>>,
     map: Res<Map>,
     settings: Res<WorldSettings>,
@@ -100,17 +105,17 @@ fn move_bots(
     mut rng: ResMut<BotRng>,
     mut land_changes: MessageWriter<LandChanged>,
 ) {
-    let n = bots.0.len() as u64;
+    let n = bots.all.len();
     if n == 0 {
         return;
     }
-    // About BOT_MOVE_PERCENT% of the bots, sampled with replacement.
-    let moves = (n * BOT_MOVE_PERCENT).div_ceil(100);
-    for _ in 0..moves {
-        let r = rng.next_u64();
-        let entity = bots.0[(r % n) as usize];
+    let moves = (n as u64 * BOT_MOVE_PERCENT).div_ceil(100) as usize;
+    let start = bots.next;
+    bots.next = (start + moves) % n;
+    for k in 0..moves {
+        let entity = bots.all[(start + k) % n];
         let Ok(mut avatar) = avatars.get_mut(entity) else { continue };
-        let (dx, dy) = DIRS[((r >> 40) % 8) as usize];
+        let (dx, dy) = DIRS[(rng.next_u64() >> 40) as usize % 8];
         let to = TilePos::new(avatar.pos.x + dx, avatar.pos.y + dy);
         if validate_move(&map.0, avatar.pos, to, settings.max_step).is_err() {
             continue;

@@ -120,42 +120,40 @@ fn update_land_membership(world: &mut World) {
 /// the land get them from here.
 pub fn move_membership(world: &mut World, entity: Entity, from: Option<usize>, to: Option<usize>) {
     let Some(avatar) = world.get::<Avatar>(entity) else { return };
-    let (user_id, username) = (avatar.user_id, avatar.username.to_string());
-    if let Some(old) = from {
+    let (user_id, username) = (avatar.user_id, avatar.username.clone());
+    let chat = world.resource::<ChatLink>().0.clone();
+    for (land, joined) in [(from, false), (to, true)] {
+        let Some(land) = land else { continue };
         let (room_id, recipients) = {
             let mut lands = world.resource_mut::<Lands>();
-            let Some(set) = lands.members.get_mut(old) else { return };
-            set.remove(&entity);
-            let recipients: Vec<Entity> = set.iter().copied().chain(std::iter::once(entity)).collect();
-            (lands.lands[old].room_id, recipients)
-        };
-        if let Some(chat) = &world.resource::<ChatLink>().0 {
-            chat.land_presence(room_id, user_id, &username, false);
-        } else {
-            let frame = encode(&ServerFrame::UserLeft { room_id, user_id, username: username.clone() });
-            for e in recipients {
-                if let Some(a) = world.get::<Avatar>(e) {
-                    a.send(&frame);
-                }
+            let Some(set) = lands.members.get_mut(land) else { continue };
+            if joined {
+                set.insert(entity);
+            } else {
+                set.remove(&entity);
             }
-        }
-    }
-    if let Some(new) = to {
-        let (room_id, recipients) = {
-            let mut lands = world.resource_mut::<Lands>();
-            let Some(set) = lands.members.get_mut(new) else { return };
-            set.insert(entity);
-            let recipients: Vec<Entity> = set.iter().copied().collect();
-            (lands.lands[new].room_id, recipients)
+            // Without chat the avatars on the land (and the mover) get the frame from here.
+            let recipients: Vec<Entity> = if chat.is_some() {
+                Vec::new()
+            } else {
+                set.iter().copied().chain((!joined).then_some(entity)).collect()
+            };
+            (lands.lands[land].room_id, recipients)
         };
-        if let Some(chat) = &world.resource::<ChatLink>().0 {
-            chat.land_presence(room_id, user_id, &username, true);
+        if let Some(chat) = &chat {
+            chat.land_presence(room_id, user_id, &username, joined);
+            continue;
+        }
+        let username = username.to_string();
+        let frame = if joined {
+            ServerFrame::UserJoined { room_id, user_id, username }
         } else {
-            let frame = encode(&ServerFrame::UserJoined { room_id, user_id, username });
-            for e in recipients {
-                if let Some(a) = world.get::<Avatar>(e) {
-                    a.send(&frame);
-                }
+            ServerFrame::UserLeft { room_id, user_id, username }
+        };
+        let frame = encode(&frame);
+        for e in recipients {
+            if let Some(a) = world.get::<Avatar>(e) {
+                a.send(&frame);
             }
         }
     }

@@ -151,6 +151,11 @@ pub fn build_app(parts: WorldParts) -> (App, WorldHandle) {
     app.insert_resource(snapshot::Published(snapshot.clone()));
     app.insert_resource(persist::PersistState::new(parts.persist_tx, parts.settings.position_flush));
     app.add_plugins(plugin);
+    // The tick's sets run one after another; on a small machine handing systems to a task pool
+    // only adds thread hops that wait behind the async runtime's workers.
+    app.edit_schedule(Update, |schedule| {
+        schedule.set_executor(bevy_ecs::schedule::SingleThreadedExecutor::default());
+    });
     let handle = WorldHandle { commands: tx, snapshot, map: parts.map, tick_hz: parts.settings.tick_hz };
     (app, handle)
 }

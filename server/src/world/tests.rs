@@ -271,6 +271,14 @@ fn land_membership_follows_position() {
     assert!(
         frames(&mut b).iter().any(|f| matches!(f, ServerFrame::UserJoined { user_id, .. } if *user_id == a.user_id))
     );
+    // Steps inside the land change nothing about membership.
+    for x in [11, 10] {
+        h.move_to(&a, x, 10);
+        h.tick();
+        let quiet = |f: &ServerFrame| !matches!(f, ServerFrame::UserJoined { .. } | ServerFrame::UserLeft { .. });
+        assert!(frames(&mut a).iter().all(quiet));
+        assert!(frames(&mut b).iter().all(quiet));
+    }
     h.move_to(&a, 9, 10);
     h.tick();
     assert!(frames(&mut a).iter().any(|f| matches!(f, ServerFrame::UserLeft { user_id, .. } if *user_id == a.user_id)));

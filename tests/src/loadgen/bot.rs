@@ -55,6 +55,10 @@ pub struct Shared {
     pub moving: AtomicBool,
     /// Size of message contents in bytes (at least what the timestamp needs).
     pub msg_size: usize,
+    /// Random per run, part of every `client_msg_id`: a rerun with the same accounts must not
+    /// send the ids of an earlier run (the server would rightly treat them as retries, ack them
+    /// with the original message and deliver nothing).
+    pub run: String,
     /// User id of each bot, by bot index (to check `sender_id`).
     pub bot_users: Vec<Uuid>,
     /// First deliveries of loadgen messages (not duplicates), for the drain wait.
@@ -74,6 +78,7 @@ impl Shared {
             stop: CancellationToken::new(),
             moving: AtomicBool::new(false),
             msg_size,
+            run: Uuid::new_v4().simple().to_string()[..8].to_string(),
             bot_users,
             delivered: AtomicU64::new(0),
             answered: AtomicU64::new(0),
@@ -146,9 +151,9 @@ impl BotResult {
     }
 }
 
-/// `lg-<bot>-<gid>` → `(bot, gid)`.
-pub fn parse_client_msg_id(id: &str) -> Option<(usize, u64)> {
-    let rest = id.strip_prefix("lg-")?;
+/// `lg-<run>-<bot>-<gid>` → `(bot, gid)` for ids of this run (`run`); None for anything else.
+pub fn parse_client_msg_id(id: &str, run: &str) -> Option<(usize, u64)> {
+    let rest = id.strip_prefix("lg-")?.strip_prefix(run)?.strip_prefix('-')?;
     let (bot, gid) = rest.split_once('-')?;
     Some((bot.parse().ok()?, gid.parse().ok()?))
 }
@@ -212,7 +217,7 @@ impl Bot {
                         let frame = ClientFrame::SendMessage {
                             room_id: room_id.to_string(),
                             content,
-                            client_msg_id: Some(format!("lg-{idx}-{gid}")),
+                            client_msg_id: Some(format!("lg-{}-{idx}-{gid}", shared.run)),
                         };
                         if open && send(&mut ws, &frame).await.is_ok() {
                             pending_acks.insert(gid, Instant::now());
@@ -283,7 +288,7 @@ impl Bot {
                                 }
                                 *last = seq;
                             }
-                            let Some((sender_bot, gid)) = client_msg_id.as_deref().and_then(parse_client_msg_id) else {
+                            let Some((sender_bot, gid)) = client_msg_id.as_deref().and_then(|c| parse_client_msg_id(c, &shared.run)) else {
                                 r.foreign += 1;
                                 continue;
                             };
@@ -294,7 +299,13 @@ impl Bot {
                                 r.duplicates += 1;
                                 continue;
                             }
-                            shared.delivered.fetch_add(1, Ordering::Relaxed);
+                            // The drain waits for the expected deliveries: messages of the
+                            // room this bot joined. A bot standing on another loadgen room's
+                            // land gets that room's messages too; they must not end the drain
+                            // early.
+                            if room == Some(room_id) {
+                                shared.delivered.fetch_add(1, Ordering::Relaxed);
+                            }
                             let sent_ns = content.split(' ').nth(1).and_then(|s| s.parse::<u128>().ok());
                             if let Some(sent_ns) = sent_ns {
                                 let now_ns = shared.t0.elapsed().as_nanos();
@@ -303,7 +314,7 @@ impl Bot {
                             }
                         }
                         ServerFrame::MessageAck { client_msg_id, .. } => {
-                            let Some((_, gid)) = client_msg_id.as_deref().and_then(parse_client_msg_id) else { continue };
+                            let Some((_, gid)) = client_msg_id.as_deref().and_then(|c| parse_client_msg_id(c, &shared.run)) else { continue };
                             if let Some(at) = pending_acks.remove(&gid) {
                                 r.acks += 1;
                                 shared.answered.fetch_add(1, Ordering::Relaxed);
@@ -338,7 +349,7 @@ impl Bot {
                             {
                                 let _ = reply.send(Err(code.clone()));
                             }
-                            if let Some((_, gid)) = reference.as_deref().and_then(parse_client_msg_id)
+                            if let Some((_, gid)) = reference.as_deref().and_then(|c| parse_client_msg_id(c, &shared.run))
                                 && pending_acks.remove(&gid).is_some()
                             {
                                 r.rejected.push(gid);
@@ -383,10 +394,11 @@ mod tests {
 
     #[test]
     fn client_msg_ids_round_trip() {
-        assert_eq!(parse_client_msg_id("lg-12-345"), Some((12, 345)));
-        assert_eq!(parse_client_msg_id("lg-12"), None);
-        assert_eq!(parse_client_msg_id("other-1-2"), None);
-        assert_eq!(parse_client_msg_id("lg-a-2"), None);
+        assert_eq!(parse_client_msg_id("lg-r1-12-345", "r1"), Some((12, 345)));
+        assert_eq!(parse_client_msg_id("lg-r0-12-345", "r1"), None, "an earlier run's id");
+        assert_eq!(parse_client_msg_id("lg-r1-12", "r1"), None);
+        assert_eq!(parse_client_msg_id("other-r1-1-2", "r1"), None);
+        assert_eq!(parse_client_msg_id("lg-r1-a-2", "r1"), None);
     }
 
     #[test]

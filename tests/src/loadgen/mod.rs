@@ -8,7 +8,8 @@
 //! second in total, sent by the joined bots in turn, and moves at `move_rate` per bot; then a
 //! drain period until everything expected arrived (or `drain` runs out), then the report.
 //!
-//! Checking: every message carries `client_msg_id = lg-<bot>-<gid>` (`gid` unique in the run) and
+//! Checking: every message carries `client_msg_id = lg-<run>-<bot>-<gid>` (`run` random per run, `gid`
+//! unique in the run) and
 //! its send time (nanoseconds since the run's `Instant`) in the content, so each receiving bot
 //! computes send→deliver latency on its own. The expected recipients of message `gid` are the
 //! bots that had joined its room (all joins finish before the window opens; bots never leave),
