@@ -1,6 +1,7 @@
 //! `landworld-shared`: everything the server and the game client must agree on.
 //!
-//! - [`protocol`]: the JSON frames of the chat WebSocket (SPEC §4), `type`-tagged serde enums.
+//! - [`protocol`]: the JSON frames of the chat WebSocket (SPEC §4), `type`-tagged serde enums,
+//!   and the game protocol (SPEC §7): renet channels, postcard messages, delta snapshots.
 //! - [`world`]: tile geometry, Chebyshev distance, the Tiled map loader and the incremental
 //!   proximity index the server's simulation runs on.
 //! - [`ids`] and [`limits`]: identifiers, limits and input validators.

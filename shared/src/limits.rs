@@ -13,6 +13,14 @@ pub const NEARBY_INTERVAL_MS: u64 = 200;
 /// Most users listed in one `nearby_users` frame (the nearest ones); `total` then gives the full
 /// count.
 pub const MAX_NEARBY_LISTED: usize = 100;
+/// Game clients see the avatars within this many tiles (Chebyshev) of their own.
+pub const VIEW_RADIUS: u32 = 32;
+/// Most avatars one game client is sent (the nearest ones) when its view is crowded.
+pub const MAX_VISIBLE_AVATARS: usize = 256;
+/// Lifetime of a game connect token (seconds): the client must start connecting within it.
+pub const CONNECT_TOKEN_TTL_SECS: u64 = 30;
+/// A connected game client that sends nothing for this long is dropped (seconds).
+pub const GAME_TIMEOUT_SECS: i32 = 10;
 /// Default simulation rate.
 pub const DEFAULT_TICK_HZ: u32 = 20;
 /// Default largest Chebyshev step per tick for an accepted move.
