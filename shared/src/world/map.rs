@@ -179,8 +179,24 @@ pub struct WorldMap {
     pub tilesets: Vec<TilesetDef>,
     /// Tile layers in draw order (groups flattened).
     pub layers: Vec<TileLayerDef>,
-    walkable: Vec<bool>,
+    /// One bit per tile, row-major: 512 KiB for 2048x2048, so the tick's walkability checks of
+    /// avatars spread over a big map mostly hit the cache.
+    walkable: Vec<u64>,
     kinds: Vec<Option<TileKind>>,
+}
+
+/// Packs walkability flags into bits.
+fn walk_bits(flags: impl IntoIterator<Item = bool>) -> Vec<u64> {
+    let mut bits = Vec::new();
+    for (i, walkable) in flags.into_iter().enumerate() {
+        if i % 64 == 0 {
+            bits.push(0);
+        }
+        if walkable && let Some(word) = bits.last_mut() {
+            *word |= 1 << (i % 64);
+        }
+    }
+    bits
 }
 
 impl std::fmt::Debug for WorldMap {
@@ -227,7 +243,7 @@ impl WorldMap {
             spawn_names: vec![String::new()],
             tilesets: Vec::new(),
             layers: Vec::new(),
-            walkable: vec![true; n],
+            walkable: walk_bits(std::iter::repeat_n(true, n)),
             kinds: vec![Some(TileKind::Grass); n],
         }
     }
@@ -241,7 +257,7 @@ impl WorldMap {
     }
 
     pub fn is_walkable(&self, p: TilePos) -> bool {
-        self.index(p).and_then(|i| self.walkable.get(i).copied()).unwrap_or(false)
+        self.index(p).is_some_and(|i| self.walkable.get(i / 64).is_some_and(|word| word >> (i % 64) & 1 == 1))
     }
 
     /// The kind of the top-most tile at `p` that has a `kind` property.
@@ -488,7 +504,7 @@ fn convert(map: &tiled::Map) -> Result<WorldMap, MapError> {
             width,
         });
     }
-    let walkable: Vec<bool> = has_tile.iter().zip(&blocked).map(|(h, b)| *h && !*b).collect();
+    let walkable = walk_bits(has_tile.iter().zip(&blocked).map(|(h, b)| *h && !*b));
 
     let mut world = WorldMap {
         width,
