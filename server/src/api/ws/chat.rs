@@ -143,7 +143,7 @@ async fn run(state: AppState, socket: WebSocket, user_id: Uuid, username: Arc<st
     tracing::debug!(%user_id, %conn_id, "websocket connected");
     metrics::counter!("landworld_ws_connections_total").increment(1);
     let (sink, mut stream) = socket.split();
-    let writer = tokio::spawn(write_loop(sink, rx, control.clone(), state.shutdown.clone()));
+    let writer = tokio::spawn(write_loop(sink, rx, control.clone()));
     let mut ctx = Ctx {
         state: state.clone(),
         user_id,
@@ -157,11 +157,14 @@ async fn run(state: AppState, socket: WebSocket, user_id: Uuid, username: Arc<st
         strikes: Strikes::new(STRIKE_WINDOW, STRIKE_LIMIT),
     };
     let mut peer_gone = false;
+    let closed = control.closed();
+    let shutting_down = state.shutdown.cancelled();
+    tokio::pin!(closed, shutting_down);
     loop {
         let msg = tokio::select! {
             biased;
-            () = control.closed() => break,
-            () = state.shutdown.cancelled() => break,
+            () = &mut closed => break,
+            () = &mut shutting_down => break,
             msg = stream.next() => msg,
         };
         peer_gone = matches!(msg, None | Some(Ok(Message::Close(_))) | Some(Err(_)));
@@ -238,27 +241,28 @@ async fn write_loop(
     mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
     mut rx: mpsc::Receiver<OutFrame>,
     control: Arc<ConnControl>,
-    shutdown: tokio_util::sync::CancellationToken,
 ) {
+    // The close future is made once: building one per wake-up registers a waiter each time,
+    // which showed up in the fan-out's profile. Shutdown arrives through it too: the reader
+    // asks for 1001 when the server shuts down.
+    let closed = control.closed();
+    tokio::pin!(closed);
+    let mut batch: Vec<OutFrame> = Vec::with_capacity(WRITE_BATCH);
     let code = loop {
-        let first = tokio::select! {
+        if control.is_closed() {
+            break control.code();
+        }
+        let n = tokio::select! {
             biased;
-            () = control.closed() => break control.code(),
-            () = shutdown.cancelled() => break close_code::GOING_AWAY,
-            f = rx.recv() => f,
+            () = &mut closed => break control.code(),
+            n = rx.recv_many(&mut batch, WRITE_BATCH) => n,
         };
-        let Some(first) = first else { break 1000 };
+        if n == 0 {
+            break 1000;
+        }
         let write = async {
-            sink.feed(Message::Text(first)).await?;
-            let mut n = 1;
-            while n < WRITE_BATCH {
-                match rx.try_recv() {
-                    Ok(frame) => {
-                        sink.feed(Message::Text(frame)).await?;
-                        n += 1;
-                    }
-                    Err(_) => break,
-                }
+            for frame in batch.drain(..) {
+                sink.feed(Message::Text(frame)).await?;
             }
             sink.flush().await
         };
@@ -268,7 +272,7 @@ async fn write_loop(
         let mut write = std::pin::pin!(write);
         let ok = tokio::select! {
             r = tokio::time::timeout(WRITE_TIMEOUT, write.as_mut()) => matches!(r, Ok(Ok(()))),
-            () = control.closed() => {
+            () = &mut closed => {
                 // Closing: a reading client finishes this write at once and then gets the close
                 // frame; a stalled one does not.
                 matches!(tokio::time::timeout(CLOSE_GRACE, write.as_mut()).await, Ok(Ok(())))
