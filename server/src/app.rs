@@ -1,6 +1,6 @@
 //! [`Application`]: builds every part of the server from a [`Config`] — data directory, database
-//! and migrations, map and lands, keys, the world thread, the position writer — binds every
-//! listener (port 0 in tests) and runs until shutdown.
+//! and migrations, map and lands, keys, the world thread (with the game clients' UDP server),
+//! the position writer — binds every listener (port 0 in tests) and runs until shutdown.
 //!
 //! Shutdown (SIGINT/SIGTERM or [`Application::shutdown_token`]): stop accepting, close every
 //! WebSocket with 1001, let the world apply the final disconnects and flush every position,
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use landworld_shared::world::{Rect, WorldMap};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -24,6 +24,7 @@ use crate::auth::TokenKeys;
 use crate::chat::crypto::Keyring;
 use crate::chat::{Chat, ChatSettings, ChatTasks};
 use crate::config::Config;
+use crate::game::{self, GameParts, tokens::GameTokens};
 use crate::store::lands::LandRow;
 use crate::store::{Db, now_ms, redact_url};
 use crate::telemetry;
@@ -31,13 +32,33 @@ use crate::world::{self, WorldParts, WorldSettings, lands::LandInfo, persist};
 
 pub struct Application {
     listener: TcpListener,
-    udp: UdpSocket,
+    /// The game clients' UDP socket, owned by the world thread's netcode transport.
+    udp_addr: SocketAddr,
     state: AppState,
     world_thread: std::thread::JoinHandle<()>,
     world_stop: CancellationToken,
     writer: tokio::task::JoinHandle<()>,
     chat_tasks: ChatTasks,
     chat_stop: CancellationToken,
+    gateway: tokio::task::JoinHandle<()>,
+}
+
+/// The address game clients connect to: the configured public one, else the bound one (with
+/// loopback for an unspecified IP, which no client can connect to).
+fn public_udp_addr(config: &Config, bound: SocketAddr) -> SocketAddr {
+    if let Some(addr) = config.udp_public_addr {
+        return addr;
+    }
+    if bound.ip().is_unspecified() {
+        let loopback: std::net::IpAddr =
+            if bound.is_ipv4() { std::net::Ipv4Addr::LOCALHOST.into() } else { std::net::Ipv6Addr::LOCALHOST.into() };
+        tracing::warn!(
+            "UDP bound to {bound}: connect tokens name {loopback}:{}; set --udp-public-addr for remote game clients",
+            bound.port()
+        );
+        return SocketAddr::new(loopback, bound.port());
+    }
+    bound
 }
 
 /// Creates the data directory (mode 0700 when new).
@@ -141,16 +162,37 @@ impl Application {
             persist_tx,
             chat: Some(chat.clone()),
         };
+        // Game clients' UDP: bound here so that the address is known (and a taken port fails
+        // startup); the world thread's netcode transport owns the socket.
+        let udp = std::net::UdpSocket::bind(config.udp_addr)
+            .with_context(|| format!("binding UDP on {}", config.udp_addr))?;
+        udp.set_nonblocking(true).context("making the UDP socket non-blocking")?;
+        let udp_addr = udp.local_addr().context("reading the bound UDP address")?;
+        let netcode_key = game::tokens::load_or_create_key(config.netcode_key.as_deref(), &config.data_dir)
+            .context("loading the netcode key")?;
+        let game_tokens = GameTokens::new(netcode_key, public_udp_addr(&config, udp_addr));
+        let (gateway_tx, gateway_rx) = mpsc::unbounded_channel();
+        let game_parts = GameParts {
+            socket: udp,
+            private_key: netcode_key,
+            public_addr: game_tokens.public_addr(),
+            gateway: gateway_tx,
+        };
         let (world, world_thread) =
-            world::spawn_world(parts, world_stop.clone()).context("starting the world thread")?;
+            world::spawn_world(parts, Some(game_parts), world_stop.clone()).context("starting the world thread")?;
         chat.attach_world(world.commands.clone());
+        let shutdown = CancellationToken::new();
+        let gateway = tokio::spawn(game::gateway::run(
+            gateway_rx,
+            chat.clone(),
+            db.clone(),
+            world.commands.clone(),
+            shutdown.clone(),
+        ));
 
         let listener = TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
-        // Reserved for the game clients' UDP (renet) transport.
-        let udp =
-            UdpSocket::bind(config.udp_addr).await.with_context(|| format!("binding UDP on {}", config.udp_addr))?;
         let state = AppState {
             db,
             keys,
@@ -158,19 +200,21 @@ impl Application {
             chat,
             config: Arc::new(config),
             metrics,
-            shutdown: CancellationToken::new(),
+            game: game_tokens,
+            shutdown,
             connections: TaskTracker::new(),
             land_lock: Arc::new(tokio::sync::Mutex::new(())),
         };
-        Ok(Self { listener, udp, state, world_thread, world_stop, writer, chat_tasks, chat_stop })
+        Ok(Self { listener, udp_addr, state, world_thread, world_stop, writer, chat_tasks, chat_stop, gateway })
     }
 
     pub fn http_addr(&self) -> SocketAddr {
         self.listener.local_addr().unwrap_or(self.state.config.http_addr)
     }
 
+    /// The bound UDP address of the game server.
     pub fn udp_addr(&self) -> SocketAddr {
-        self.udp.local_addr().unwrap_or(self.state.config.udp_addr)
+        self.udp_addr
     }
 
     /// Cancel it to shut the server down gracefully.
@@ -183,11 +227,11 @@ impl Application {
     }
 
     pub async fn run(self) -> anyhow::Result<()> {
-        let Self { listener, udp, state, world_thread, world_stop, writer, chat_tasks, chat_stop } = self;
+        let Self { listener, udp_addr, state, world_thread, world_stop, writer, chat_tasks, chat_stop, gateway } = self;
         tracing::info!(
             "listening http={} udp={}",
             listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-            udp.local_addr().map(|a| a.to_string()).unwrap_or_default()
+            udp_addr
         );
         let upkeep = {
             let metrics = state.metrics.clone();
@@ -224,6 +268,9 @@ impl Application {
         if tokio::time::timeout(Duration::from_secs(30), chat.flush()).await.is_err() {
             tracing::error!("message writer did not drain in time");
         }
+        // Game clients' tasks stopped with `shutdown`; their last disconnects reach the world
+        // before it stops below.
+        let _ = tokio::time::timeout(Duration::from_secs(5), gateway).await;
         chat_stop.cancel();
         let _ = chat_tasks.upkeep.await;
         drop(chat);
@@ -240,7 +287,6 @@ impl Application {
             tracing::error!("position writer did not finish in time");
         }
         upkeep.abort();
-        drop(udp);
         db.close().await;
         tracing::info!("shutdown complete");
         served.map_err(Into::into)

@@ -80,6 +80,15 @@ pub struct ServeOptions {
     /// UDP listen address for game clients (renet). Port 0 picks a free port.
     #[arg(long, env = "LANDWORLD_UDP_ADDR", global = true)]
     pub udp_addr: Option<SocketAddr>,
+    /// The UDP address game clients are told to connect to (it is sealed into every connect
+    /// token; default: the bound `--udp-addr`, with 127.0.0.1 when that is 0.0.0.0). Set it when
+    /// clients reach the server through another address.
+    #[arg(long, env = "LANDWORLD_UDP_PUBLIC_ADDR", global = true)]
+    pub udp_public_addr: Option<SocketAddr>,
+    /// netcode private key for game connect tokens (base64 of 32 bytes; default: generated into
+    /// <data-dir>/netcode.key).
+    #[arg(long, env = "LANDWORLD_NETCODE_KEY", global = true, hide_env_values = true)]
+    pub netcode_key: Option<String>,
     /// Directory for keys and the SQLite database.
     #[arg(long, env = "LANDWORLD_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
@@ -138,6 +147,8 @@ pub struct ServeOptions {
 struct FileConfig {
     http_addr: Option<SocketAddr>,
     udp_addr: Option<SocketAddr>,
+    udp_public_addr: Option<SocketAddr>,
+    netcode_key: Option<String>,
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
     world: Option<PathBuf>,
@@ -161,6 +172,8 @@ struct FileConfig {
 pub struct Config {
     pub http_addr: SocketAddr,
     pub udp_addr: SocketAddr,
+    pub udp_public_addr: Option<SocketAddr>,
+    pub netcode_key: Option<String>,
     pub data_dir: PathBuf,
     pub database_url: String,
     pub world: PathBuf,
@@ -253,6 +266,8 @@ impl ServeOptions {
             retention_interval: Duration::from_secs_f64(retention_every),
             http_addr: self.http_addr.or(file.http_addr).unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8000))),
             udp_addr: self.udp_addr.or(file.udp_addr).unwrap_or(SocketAddr::from(([127, 0, 0, 1], 5000))),
+            udp_public_addr: self.udp_public_addr.or(file.udp_public_addr),
+            netcode_key: self.netcode_key.or(file.netcode_key),
             database_url,
             world: self.world.or(file.world).unwrap_or_else(default_world_path),
             tick_hz,

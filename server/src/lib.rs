@@ -4,6 +4,7 @@
 //! - [`config`]: flags, environment and `landworld.toml`.
 //! - [`app`]: [`app::Application`] builds and runs everything.
 //! - [`world`]: the Bevy ECS simulation on its own thread.
+//! - [`game`]: game clients over UDP (renet + netcode inside the world's app), connect tokens.
 //! - [`api`]: axum routes and WebSockets.
 //! - [`store`]: sqlx over SQLite or PostgreSQL.
 //! - [`auth`]: passwords and tokens. [`telemetry`]: logs and metrics.
@@ -15,6 +16,7 @@ pub mod app;
 pub mod auth;
 pub mod chat;
 pub mod config;
+pub mod game;
 pub mod load_users;
 pub mod store;
 pub mod telemetry;

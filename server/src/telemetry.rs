@@ -6,8 +6,13 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 /// Installs the log subscriber once; later calls (tests) are no-ops.
+///
+/// `renetcode` logs every UDP packet it cannot authenticate at ERROR level, so anyone could
+/// flood the log with junk datagrams: it is silenced unless the filter names it. (Our game
+/// server logs what matters about game clients itself.)
 pub fn init_logging(filter: &str) {
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = if filter.contains("renetcode") { filter.to_string() } else { format!("{filter},renetcode=off") };
+    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info,renetcode=off"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).try_init();
 }

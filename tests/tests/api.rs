@@ -323,6 +323,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/chat/land/{land_id}/session"),
     ("get", "/api/v1/chat/land/{land_id}/participants"),
     ("get", "/api/v1/chat/stats"),
+    ("post", "/api/v1/game/connect-token"),
     ("get", "/api/v1/ws/connect"),
     ("get", "/api/v1/ws/online-users"),
     ("get", "/api/v1/ws/stats"),

@@ -60,7 +60,14 @@ is a JSON object with a `type`. The server greets with `connected` (`user_id`, `
 connection stays open). Close codes: 4001 invalid or expired token (do not reconnect with it), \
 1009 frame over 64 KiB, 4008 rate limited or too slow to read (reconnect later), 1001 server \
 shutting down (reconnect later). Browsers must send an `Origin` that is the server's own or in \
-`--allowed-origins` (403 before the upgrade otherwise); clients without `Origin` pass.";
+`--allowed-origins` (403 before the upgrade otherwise); clients without `Origin` pass.
+
+**Game clients** use UDP (renet over netcode, secure mode; default port 5000): `POST \
+/api/v1/game/connect-token` returns a connect token (valid 30 s) that names the UDP address and the \
+user. Messages are postcard-encoded `ClientMessage` / `ServerMessage` enums of \
+`landworld_shared::protocol::game` on two channels each way: reliable ordered (welcome, spawns, \
+chat, presence, joins, errors; client moves and chat) and unreliable (position snapshots; \
+snapshot acknowledgements). Each client receives only the avatars within 32 tiles.";
 
 /// Presence status (`offline` only ever comes from the server).
 #[derive(Serialize, ToSchema)]

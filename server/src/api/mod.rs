@@ -59,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .route("/chat/land/{land_id}/participants", get(routes::chat::participants))
         .route("/chat/land/{land_id}/session", post(routes::chat::land_session))
         .route("/chat/stats", get(routes::chat::stats))
+        .route("/game/connect-token", post(routes::game::connect_token))
         .route("/ws/connect", get(ws::chat::connect))
         .route("/ws/online-users", get(routes::stats::online_users))
         .route("/ws/stats", get(routes::stats::stats));
@@ -119,6 +120,7 @@ pub fn router(state: AppState) -> Router {
         routes::chat::land_session,
         routes::chat::participants,
         routes::chat::stats,
+        routes::game::connect_token,
         ws::chat::connect,
         routes::stats::online_users,
         routes::stats::stats,
@@ -134,6 +136,7 @@ pub fn router(state: AppState) -> Router {
         (name = "auth", description = "Accounts and access tokens"),
         (name = "lands", description = "Parcels of the map; admins create and edit them"),
         (name = "chat", description = "Chat sessions, history, sending and membership"),
+        (name = "game", description = "Game clients: connect tokens for the UDP game server (see the description above)"),
         (name = "world", description = "Read models published by the simulation"),
         (name = "websocket", description = "The chat WebSocket (see the description above)"),
         (name = "operations", description = "Health, readiness, metrics and this documentation"),

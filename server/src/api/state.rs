@@ -1,4 +1,5 @@
-//! Shared state of the HTTP layer: the database, token keys, the world handle and settings.
+//! Shared state of the HTTP layer: the database, token keys, the world handle, game connect
+//! tokens and settings.
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::TokenKeys;
 use crate::chat::Chat;
 use crate::config::Config;
+use crate::game::tokens::GameTokens;
 use crate::store::Db;
 use crate::world::WorldHandle;
 
@@ -20,6 +22,8 @@ pub struct AppState {
     pub chat: Chat,
     pub config: Arc<Config>,
     pub metrics: PrometheusHandle,
+    /// Issues game connect tokens.
+    pub game: GameTokens,
     /// Cancelled when the server starts shutting down (connections close with 1001).
     pub shutdown: CancellationToken,
     /// Tracks WebSocket connection tasks so shutdown can wait for them.

@@ -55,6 +55,12 @@ impl CommandInbox {
     pub fn new(rx: mpsc::Receiver<WorldCommand>) -> Self {
         Self { rx, pending: VecDeque::new() }
     }
+
+    /// Queues a command from inside the world thread (game clients' input), applied this tick
+    /// with the ones from the channel.
+    pub fn push(&mut self, cmd: WorldCommand) {
+        self.pending.push_back(cmd);
+    }
 }
 
 /// At most this many commands are applied per tick, so a flood cannot stall the tick; the rest

@@ -7,7 +7,8 @@
 //!   lands) → apply queued moves and bot steps ([`movement`], [`bots`]) → one batched update of
 //!   the proximity index ([`movement::StepBatch`]) → land membership ([`lands`]) → proximity diffs
 //!   ([`proximity`]) → presence ([`presence`]) → publish the read model ([`snapshot`]) → persist
-//!   positions periodically ([`persist`]).
+//!   positions periodically ([`persist`]). Game clients' UDP input comes first
+//!   ([`TickSet::ReceiveNet`]) and their output last ([`TickSet::SendNet`]), see [`crate::game`].
 //! - Outbound: systems push serialized frames into each connection's bounded queue
 //!   ([`conn::ConnHandle`]); a full queue kicks that connection (close 4008) instead of waiting.
 //!   Handlers read [`snapshot::WorldSnapshot`] through an `ArcSwap` without touching the tick.
@@ -42,6 +43,8 @@ pub const COMMAND_QUEUE: usize = 65_536;
 /// The order of one tick.
 #[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TickSet {
+    /// Game clients' UDP input ([`crate::game`]).
+    ReceiveNet,
     ReceiveCommands,
     ApplyCommands,
     Simulate,
@@ -52,6 +55,8 @@ pub enum TickSet {
     Presence,
     Publish,
     Persist,
+    /// Game clients' output: queued frames, view replication, the socket flush.
+    SendNet,
 }
 
 /// Static settings of the simulation.
@@ -89,6 +94,7 @@ pub fn plugin(app: &mut App) {
     app.configure_sets(
         Update,
         (
+            TickSet::ReceiveNet,
             TickSet::ReceiveCommands,
             TickSet::ApplyCommands,
             TickSet::Simulate,
@@ -98,6 +104,7 @@ pub fn plugin(app: &mut App) {
             TickSet::Presence,
             TickSet::Publish,
             TickSet::Persist,
+            TickSet::SendNet,
         )
             .chain(),
     );
@@ -161,16 +168,24 @@ pub fn build_app(parts: WorldParts) -> (App, WorldHandle) {
 }
 
 /// Runs the world on its own thread at the configured tick until `stop` is cancelled, then runs
-/// one last tick (to apply the final disconnects) and flushes every position. The app is built
-/// on that thread (a Bevy `App` is not `Send`); the handle comes back once it is ready.
+/// one last tick (to apply the final disconnects), disconnects the game clients and flushes every
+/// position. The app is built on that thread (a Bevy `App` is not `Send`); the handle comes back
+/// once it is ready. With `game`, the app also runs the game clients' renet server
+/// ([`crate::game`]).
 pub fn spawn_world(
     parts: WorldParts,
+    game: Option<crate::game::GameParts>,
     stop: CancellationToken,
 ) -> std::io::Result<(WorldHandle, std::thread::JoinHandle<()>)> {
     let period = Duration::from_secs_f64(1.0 / f64::from(parts.settings.tick_hz));
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
     let thread = std::thread::Builder::new().name("landworld-world".into()).spawn(move || {
         let (mut app, handle) = build_app(parts);
+        if let Some(game) = game
+            && let Err(e) = crate::game::install(&mut app, game)
+        {
+            tracing::error!(error = %e, "the game server could not start; game clients cannot connect");
+        }
         app.finish();
         app.cleanup();
         if ready_tx.send(handle).is_err() {
@@ -191,6 +206,7 @@ pub fn spawn_world(
             }
         }
         app.update();
+        crate::game::shutdown(app.world_mut());
         persist::flush_all(app.world_mut());
         tracing::info!("world stopped");
     })?;

@@ -513,7 +513,7 @@ pub fn apply_snapshot(base: &[Entry], body: &[u8], viewer: TilePos) -> Result<Ve
         }
     }
     // Mask bits past the baseline's length must be clear.
-    if base.len() % 8 != 0 && mask.last().is_some_and(|&m| m >> (base.len() % 8) != 0) {
+    if !base.len().is_multiple_of(8) && mask.last().is_some_and(|&m| m >> (base.len() % 8) != 0) {
         return Err(SnapshotError::BadCode(mask[mask_len - 1]));
     }
     let count = r.varint()?;

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod chat;
+pub mod game;
 pub mod health;
 pub mod lands;
 pub mod stats;
