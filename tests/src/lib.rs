@@ -7,9 +7,12 @@
 //! PostgreSQL variant of a test prints why and passes, unless `LANDWORLD_REQUIRE_POSTGRES=1`
 //! (set by CI), which makes it fail.
 //!
-//! [`loadgen`] is the load tool behind the `landworld-loadgen` binary (and its test).
+//! [`loadgen`] is the load tool behind the `landworld-loadgen` binary (and its test); [`game`]
+//! is a headless game client (renet over netcode UDP) for the game tests and the bandwidth
+//! measurement.
 #![allow(clippy::unwrap_used)]
 
+pub mod game;
 pub mod loadgen;
 
 use std::net::SocketAddr;
