@@ -50,6 +50,11 @@ fn describe() {
     metrics::describe_counter!("landworld_moves_accepted_total", "Moves accepted");
     metrics::describe_counter!("landworld_moves_rejected_total", "Moves rejected");
     metrics::describe_counter!("landworld_ws_frames_in_total", "Text frames received on chat WebSockets");
+    metrics::describe_gauge!("landworld_game_clients", "Connected game clients (UDP)");
+    metrics::describe_counter!(
+        "landworld_game_malformed_total",
+        "Game clients disconnected for a message that did not decode"
+    );
     metrics::gauge!("landworld_ws_connections").increment(0.0);
     metrics::gauge!("landworld_avatars").increment(0.0);
     metrics::counter!("landworld_moves_accepted_total").increment(0);

@@ -329,6 +329,18 @@ async fn garbage_datagrams_and_malformed_messages_disturb_no_one_else() -> Resul
     steady.send(&ClientMessage::Move { x: o.x + 1, y: o.y });
     steady.expect("moved", |m| matches!(m, ServerMessage::Moved { .. })).await?;
     steady.wait_for("the rogue's avatar gone", WAIT, |s| s.sees(b.id).is_none().then_some(())).await?;
+    // Bad but well-formed requests are answered with errors; the connection stays.
+    steady.send(&ClientMessage::SendChat { room: "r".repeat(5000), content: "hi".into(), client_msg_id: None });
+    let e = steady.expect("an error", |m| matches!(m, ServerMessage::Error { .. })).await?;
+    assert!(
+        matches!(&e, ServerMessage::Error { code, reference: Some(r), .. } if code == "not_found" && r == "send_chat")
+    );
+    steady.send(&ClientMessage::SendChat { room: "proximity".into(), content: String::new(), client_msg_id: None });
+    let e = steady.expect("an error", |m| matches!(m, ServerMessage::Error { .. })).await?;
+    assert!(matches!(&e, ServerMessage::Error { code, .. } if code == "invalid_message"), "{e:?}");
+    steady.send(&ClientMessage::SetStatus { status: Status::Offline });
+    let e = steady.expect("an error", |m| matches!(m, ServerMessage::Error { .. })).await?;
+    assert!(matches!(&e, ServerMessage::Error { code, .. } if code == "invalid_status"), "{e:?}");
     assert!(steady.state().connected && steady.is_running());
     // New clients still connect, the rogue included, and HTTP is fine.
     let mut again = GameBot::join(&app, &b).await?;

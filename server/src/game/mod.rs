@@ -54,6 +54,9 @@ pub const MAX_GAME_CLIENTS: usize = 1024;
 /// Messages read per client and channel per tick; the rest wait for the next tick (renet's
 /// channel memory limit bounds what can wait).
 const MAX_MESSAGES_PER_TICK: usize = 64;
+/// Longest room reference accepted (`proximity` or a UUID are far shorter); longer ones are
+/// refused here rather than echoed back in a chat error.
+const MAX_ROOM_REF: usize = 64;
 
 /// What the world thread needs to run the game server.
 pub struct GameParts {
@@ -252,6 +255,19 @@ fn handle(
     gateway: &mpsc::UnboundedSender<GatewayMsg>,
 ) {
     let (user_id, conn_id) = (client.user_id, client.conn.conn_id);
+    let room_ref = match &msg {
+        ClientMessage::SendChat { room, .. } => Some((room, "send_chat")),
+        ClientMessage::JoinRoom { room, .. } => Some((room, "join_room")),
+        ClientMessage::LeaveRoom { room } => Some((room, "leave_room")),
+        _ => None,
+    };
+    if let Some((room, reference)) = room_ref
+        && room.len() > MAX_ROOM_REF
+    {
+        let message = "room must be \"proximity\", a session id or a land id";
+        refuse(client, error_code::NOT_FOUND, message, reference);
+        return;
+    }
     match msg {
         ClientMessage::Move { x, y } => {
             if client.moves.try_take(now) {
