@@ -10,6 +10,9 @@ use landworld_server::chat::crypto::{Keyring, rotate_and_reseal};
 use landworld_server::config::{Cli, Command};
 use landworld_server::{Application, telemetry};
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

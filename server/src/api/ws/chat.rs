@@ -37,10 +37,12 @@ use crate::world::conn::{ConnControl, ConnHandle, OutFrame};
 /// Largest frame the transport reads before giving up on the connection.
 const READ_LIMIT: usize = 1024 * 1024;
 /// Initial read buffer per connection (grows for big frames); small so that idle connections
-/// stay cheap.
-const READ_BUFFER: usize = 4 * 1024;
+/// stay cheap (client frames are commands of a few hundred bytes).
+const READ_BUFFER: usize = 1024;
 /// Frames written per flush at most.
 const WRITE_BATCH: usize = 64;
+/// Room for queued frames a connection keeps between flushes.
+const IDLE_BATCH: usize = 4;
 /// All frames: rate and burst per connection.
 const FRAME_RATE: u32 = 100;
 const FRAME_BURST: u32 = 200;
@@ -247,7 +249,7 @@ async fn write_loop(
     // asks for 1001 when the server shuts down.
     let closed = control.closed();
     tokio::pin!(closed);
-    let mut batch: Vec<OutFrame> = Vec::with_capacity(WRITE_BATCH);
+    let mut batch: Vec<OutFrame> = Vec::new();
     let code = loop {
         if control.is_closed() {
             break control.code();
@@ -260,28 +262,32 @@ async fn write_loop(
         if n == 0 {
             break 1000;
         }
-        let write = async {
-            for frame in batch.drain(..) {
-                sink.feed(Message::Text(frame)).await?;
-            }
-            sink.flush().await
-        };
         // A client that stops reading blocks the write: when its queue overflows (close
         // requested) or the write times out, the socket is dropped without a close handshake,
         // which could not reach it anyway.
-        let mut write = std::pin::pin!(write);
-        let ok = tokio::select! {
-            r = tokio::time::timeout(WRITE_TIMEOUT, write.as_mut()) => matches!(r, Ok(Ok(()))),
-            () = &mut closed => {
-                // Closing: a reading client finishes this write at once and then gets the close
-                // frame; a stalled one does not.
-                matches!(tokio::time::timeout(CLOSE_GRACE, write.as_mut()).await, Ok(Ok(())))
+        let ok = {
+            let write = async {
+                for frame in batch.drain(..) {
+                    sink.feed(Message::Text(frame)).await?;
+                }
+                sink.flush().await
+            };
+            let mut write = std::pin::pin!(write);
+            tokio::select! {
+                r = tokio::time::timeout(WRITE_TIMEOUT, write.as_mut()) => matches!(r, Ok(Ok(()))),
+                () = &mut closed => {
+                    // Closing: a reading client finishes this write at once and then gets the
+                    // close frame; a stalled one does not.
+                    matches!(tokio::time::timeout(CLOSE_GRACE, write.as_mut()).await, Ok(Ok(())))
+                }
             }
         };
         if !ok {
             control.close(close_code::RATE_LIMITED);
             return;
         }
+        // An idle connection keeps no room for a burst it had once.
+        batch.shrink_to(IDLE_BATCH);
     };
     // Frames already queued still go out before a normal or shutdown close.
     if code == 1000 || code == close_code::GOING_AWAY {
