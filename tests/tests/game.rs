@@ -347,7 +347,10 @@ async fn garbage_datagrams_and_malformed_messages_disturb_no_one_else() -> Resul
     again.welcome().await?;
     let (status, _) = app.get("/health", None).await?;
     assert_eq!(status, 200);
-    drop((steady, again, rogue));
+    // Shutdown tells connected game clients at once.
+    drop((steady, rogue));
     app.stop().await?;
+    let reason = again.wait_for("the shutdown disconnect", WAIT, |s| s.disconnect_reason.clone()).await?;
+    assert!(reason.contains("DisconnectedByServer"), "{reason}");
     Ok(())
 }

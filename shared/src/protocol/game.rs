@@ -413,13 +413,14 @@ impl Reader<'_> {
         Err(SnapshotError::Range)
     }
 
-    fn coord_delta(&mut self) -> Result<i32, SnapshotError> {
-        i32::try_from(unzigzag(self.varint()?)).map_err(|_| SnapshotError::Range)
+    /// A coordinate difference (two i32 coordinates differ by up to 2^32 - 1).
+    fn coord_delta(&mut self) -> Result<i64, SnapshotError> {
+        Ok(unzigzag(self.varint()?))
     }
 }
 
 fn add(a: i32, d: i64) -> Result<i32, SnapshotError> {
-    i32::try_from(i64::from(a) + d).map_err(|_| SnapshotError::Range)
+    i64::from(a).checked_add(d).and_then(|v| i32::try_from(v).ok()).ok_or(SnapshotError::Range)
 }
 
 /// Encodes the snapshot body of `current` relative to `base` (both sorted by id, without
@@ -500,7 +501,7 @@ pub fn apply_snapshot(base: &[Entry], body: &[u8], viewer: TilePos) -> Result<Ve
                 if dx == 0 && dy == 0 {
                     return Err(SnapshotError::BadCode(ESCAPE));
                 }
-                out.push((id, TilePos::new(add(pos.x, i64::from(dx))?, add(pos.y, i64::from(dy))?)));
+                out.push((id, TilePos::new(add(pos.x, dx)?, add(pos.y, dy)?)));
             }
             code => {
                 let dx = i64::from((code as i8) >> 4);
@@ -522,8 +523,8 @@ pub fn apply_snapshot(base: &[Entry], body: &[u8], viewer: TilePos) -> Result<Ve
     }
     for _ in 0..count {
         let id = u16::try_from(r.varint()?).map_err(|_| SnapshotError::Range)?;
-        let x = add(viewer.x, i64::from(r.coord_delta()?))?;
-        let y = add(viewer.y, i64::from(r.coord_delta()?))?;
+        let x = add(viewer.x, r.coord_delta()?)?;
+        let y = add(viewer.y, r.coord_delta()?)?;
         out.push((id, TilePos::new(x, y)));
     }
     if r.at != body.len() {
@@ -629,6 +630,8 @@ mod tests {
         assert_eq!(apply_snapshot(&base, &[0, 0, 0], viewer), Err(SnapshotError::Trailing(1)));
         assert_eq!(apply_snapshot(&base, &[0, 1, 1, 0, 0], viewer), Err(SnapshotError::Duplicate(1)));
         assert_eq!(apply_snapshot(&[], &[1, 0xff, 0xff, 0xff, 0x0f, 0, 0], viewer), Err(SnapshotError::Range));
+        let huge = [1, 0, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0];
+        assert_eq!(apply_snapshot(&[], &huge, TilePos::new(i32::MAX, 0)), Err(SnapshotError::Range), "i64 overflow");
         assert_eq!(
             apply_snapshot(&[(1, p(i32::MAX, 0))], &[1, 0x10, 0], viewer),
             Err(SnapshotError::Range),
