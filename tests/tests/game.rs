@@ -1,7 +1,7 @@
 //! Game clients over the real UDP game server (renet, netcode secure), next to WebSocket users:
 //! connect tokens, moves through the world's validation, interest management (only avatars in
-//! view, spawned and despawned at the edge), chat and positions both ways with a WebSocket user
-//! in the same land room, refused tokens (forged, expired, replayed from another address), and
+//! view, spawned and despawned at the edge), chat (land room, proximity, private), presence and
+//! positions both ways with a WebSocket user in the same land room, refused tokens (forged, expired, replayed from another address), and
 //! garbage datagrams or malformed messages that disturb nobody else.
 #![allow(clippy::unwrap_used)]
 
@@ -197,6 +197,21 @@ both_backends!(game_and_web_users_share_a_land_room_both_ways, |app| {
     bot.send(&ClientMessage::SendChat { room: "proximity".into(), content: "psst".into(), client_msg_id: None });
     let got = ws.expect_where("message", |f| f["content"] == "psst").await?;
     assert_eq!(got["sender_id"], gid.as_str());
+
+    // A private room between the two: both directions.
+    let (status, private) = app.post("/api/v1/chat/private", &json!({"user_id": gamer.id}), Some(&web.token)).await?;
+    assert_eq!(status, 200, "{private}");
+    let private_id: Uuid = private["id"].as_str().unwrap().parse()?;
+    bot.send(&ClientMessage::SendChat { room: private_id.to_string(), content: "just us".into(), client_msg_id: None });
+    let got = ws.expect_where("message", |f| f["content"] == "just us").await?;
+    assert_eq!(got["room_id"], private_id.to_string());
+    ws.send(json!({"type": "send_message", "room_id": private_id.to_string(), "content": "indeed"})).await?;
+    let got = bot
+        .expect("private reply", |m| matches!(m, ServerMessage::Chat { content, .. } if content == "indeed"))
+        .await?;
+    assert!(
+        matches!(&got, ServerMessage::Chat { room_id, sender_id, .. } if *room_id == private_id && *sender_id == web.id)
+    );
 
     // Positions both ways.
     assert_eq!(bot.wait_for("the web user in view", WAIT, |s| s.sees(web.id)).await?, p);
