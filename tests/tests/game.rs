@@ -1,8 +1,9 @@
 //! Game clients over the real UDP game server (renet, netcode secure), next to WebSocket users:
 //! connect tokens, moves through the world's validation, interest management (only avatars in
 //! view, spawned and despawned at the edge), chat (land room, proximity, private), presence and
-//! positions both ways with a WebSocket user in the same land room, refused tokens (forged, expired, replayed from another address), and
-//! garbage datagrams or malformed messages that disturb nobody else.
+//! positions both ways with a WebSocket user in the same land room, refused tokens (forged,
+//! expired, replayed from another address, another protocol), and garbage datagrams or malformed
+//! messages that disturb nobody else.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
