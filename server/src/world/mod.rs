@@ -180,6 +180,7 @@ pub fn spawn_world(
     let period = Duration::from_secs_f64(1.0 / f64::from(parts.settings.tick_hz));
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
     let thread = std::thread::Builder::new().name("landworld-world".into()).spawn(move || {
+        raise_priority();
         let (mut app, handle) = build_app(parts);
         if let Some(game) = game
             && let Err(e) = crate::game::install(&mut app, game)
@@ -212,6 +213,24 @@ pub fn spawn_world(
     })?;
     let handle = ready_rx.recv().map_err(|_| std::io::Error::other("the world thread failed to start"))?;
     Ok((handle, thread))
+}
+
+/// Nice value asked for the world thread.
+const WORLD_NICE: i32 = -10;
+
+/// The tick is the server's one thread with a deadline (every 1/tick-hz seconds): ask the kernel
+/// to favour it over the async workers and anything else on the machine, so that a busy machine
+/// delays WebSocket writes rather than ticks. Needs `CAP_SYS_NICE` (root); without it the thread
+/// keeps the default priority, which is logged.
+fn raise_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let tid = rustix::thread::gettid();
+        match rustix::process::setpriority_process(Some(tid), WORLD_NICE) {
+            Ok(()) => tracing::debug!(nice = WORLD_NICE, "world thread priority raised"),
+            Err(e) => tracing::info!(error = %e, "the world thread keeps the default priority"),
+        }
+    }
 }
 
 #[cfg(test)]
