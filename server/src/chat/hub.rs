@@ -108,12 +108,9 @@ impl Room {
 
     /// Current members (land: on the land or joined; private/group: listed).
     pub fn member_ids(&self) -> Vec<Uuid> {
-        let Ok(m) = self.members.read() else { return Vec::new() };
-        match self.kind {
-            RoomKind::Land => m.on_land.union(&m.joined).copied().collect(),
-            RoomKind::Private | RoomKind::Group => m.listed.iter().copied().collect(),
-            RoomKind::Proximity => Vec::new(),
-        }
+        let mut ids = Vec::new();
+        self.for_each_member(|u| ids.push(*u));
+        ids
     }
 
     /// Calls `f` for each current member, under the room's lock, without collecting them.
@@ -292,22 +289,21 @@ pub struct Hub {
 impl Hub {
     /// Sends a frame to every connection of the room's current members.
     pub fn send_to_members(&self, room: &Room, frame: &OutFrame) {
-        room.for_each_member(|u| {
-            if let Some(entry) = self.users.get(u) {
-                for c in &entry.conns {
-                    c.handle.send(frame);
-                }
-            }
-        });
+        room.for_each_member(|u| self.send_to_user(u, frame));
     }
 
     /// Sends a frame to every connection of the given users.
     pub fn send_to_users<'a>(&self, users: impl IntoIterator<Item = &'a Uuid>, frame: &OutFrame) {
         for u in users {
-            if let Some(entry) = self.users.get(u) {
-                for c in &entry.conns {
-                    c.handle.send(frame);
-                }
+            self.send_to_user(u, frame);
+        }
+    }
+
+    /// Sends a frame to every connection of one user (none when offline).
+    fn send_to_user(&self, user: &Uuid, frame: &OutFrame) {
+        if let Some(entry) = self.users.get(user) {
+            for c in &entry.conns {
+                c.handle.send(frame);
             }
         }
     }
