@@ -1,5 +1,6 @@
 //! Builds the Bevy `App`: the plugins the client needs (see the feature list in Cargo.toml),
-//! the primary window titled "Landworld", and the client's own plugins.
+//! the primary window titled "Landworld", and the client's own plugins: drawing the map,
+//! the camera, the network, the avatars and walking, the chat panel and the overlay.
 
 use std::sync::Arc;
 
@@ -34,8 +35,20 @@ pub fn build(cli: Cli, map: WorldMap) -> App {
     )
     .insert_resource(ClearColor(Color::srgb(0.05, 0.07, 0.1)))
     .insert_resource(World(Arc::new(map)))
-    .insert_resource(ServerLogin { server: cli.server, username: cli.username, password: cli.password })
-    .add_plugins((crate::render::plugin, crate::camera::plugin));
+    .insert_resource(ServerLogin {
+        server: cli.server,
+        username: cli.username,
+        password: cli.password,
+        register: cli.register,
+    })
+    .init_resource::<crate::net::Net>()
+    .add_plugins((
+        crate::render::plugin,
+        crate::camera::plugin,
+        crate::net::plugin,
+        crate::game::plugin,
+        crate::ui::plugin,
+    ));
     if let Some(path) = cli.screenshot {
         app.add_plugins(crate::screenshot::ScreenshotPlugin { path, frames: cli.frames });
     }

@@ -20,8 +20,9 @@ pub struct Cli {
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub frames: u32,
 
-    /// Server base URL, e.g. `http://127.0.0.1:8000` (networking comes in a later version).
-    #[arg(long, env = "LANDWORLD_SERVER")]
+    /// Server base URL, e.g. `http://127.0.0.1:8000`: sign in, join the world and chat.
+    /// Without it the client only shows the map.
+    #[arg(long, env = "LANDWORLD_SERVER", requires_all = ["username", "password"])]
     pub server: Option<String>,
 
     /// Username to sign in with.
@@ -31,6 +32,10 @@ pub struct Cli {
     /// Password to sign in with (prefer the environment variable over the flag).
     #[arg(long, env = "LANDWORLD_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
+
+    /// Create the account before signing in (an existing account is fine).
+    #[arg(long, requires = "server")]
+    pub register: bool,
 }
 
 fn png_path(s: &str) -> Result<PathBuf, String> {
@@ -39,12 +44,13 @@ fn png_path(s: &str) -> Result<PathBuf, String> {
     if is_png { Ok(path) } else { Err("the screenshot file name must end in .png".to_owned()) }
 }
 
-/// Where and how to sign in; stored for the networking to come.
+/// Where and how to sign in.
 #[derive(bevy::prelude::Resource, Clone, Default)]
 pub struct ServerLogin {
     pub server: Option<String>,
     pub username: Option<String>,
     pub password: Option<String>,
+    pub register: bool,
 }
 
 impl std::fmt::Debug for ServerLogin {
@@ -53,6 +59,7 @@ impl std::fmt::Debug for ServerLogin {
             .field("server", &self.server)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("register", &self.register)
             .finish()
     }
 }
@@ -84,6 +91,10 @@ mod tests {
         assert_eq!(cli.username.as_deref(), Some("alice"));
         assert!(Cli::try_parse_from(["landworld-client", "--screenshot", "out.jpg"]).is_err());
         assert!(Cli::try_parse_from(["landworld-client", "--frames", "0"]).is_err());
+        assert!(!cli.register);
+        // A server needs credentials; --register needs a server.
+        assert!(Cli::try_parse_from(["landworld-client", "--server", "http://h:1", "--username", "a"]).is_err());
+        assert!(Cli::try_parse_from(["landworld-client", "--register"]).is_err());
     }
 
     #[test]

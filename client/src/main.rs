@@ -5,14 +5,21 @@
 //! - [`cli`]: flags (`--world`, `--screenshot FILE --frames N`, `--server/--username/--password`).
 //! - [`app`]: the Bevy `App`: plugins, window, resources.
 //! - [`render`]: drawing the world (tile map chunks from the tileset art).
-//! - [`camera`]: the 2D camera, centred on a spawn point, panned with arrows/WASD.
-//! - [`screenshot`]: `--screenshot` mode: render, save a PNG, exit.
+//! - [`camera`]: the 2D camera, following the own avatar (offline: panned with arrows/WASD).
+//! - [`net`]: sign-in over HTTP, the UDP game connection (renet + netcode) on its own threads,
+//!   reconnects with backoff, the replicated view.
+//! - [`game`]: avatars with name labels and presence dots; walking with prediction.
+//! - [`ui`]: the chat panel (land room, proximity, private), connection status, nearby users.
+//! - [`screenshot`]: `--screenshot` mode: render once loaded, save a PNG, exit.
 
 mod app;
 mod camera;
 mod cli;
+mod game;
+mod net;
 mod render;
 mod screenshot;
+mod ui;
 
 use std::process::ExitCode;
 

@@ -1,7 +1,11 @@
-//! `--screenshot FILE --frames N`: once the tile map is spawned and the GPU has no render
+//! `--screenshot FILE --frames N`: once the world has loaded and the GPU has no render
 //! pipelines left to compile, render `N` more frames, capture the primary window with
 //! `Screenshot::primary_window()` + `save_to_disk`, wait until the PNG is on disk, then exit 0.
-//! Gives up with exit code 2 after [`TIMEOUT`].
+//! Gives up with exit code 2 after [`TIMEOUT`], or 3 at once when signing in fails for good.
+//!
+//! "Loaded" is the tile map spawned and, with `--server`, also: connected and welcomed, the
+//! first snapshot applied, the own avatar spawned, the chat sessions listed and every history
+//! asked for arrived (the land room's included when standing on a land) — see [`online_ready`].
 //!
 //! Pipelines compile asynchronously, so "N frames" alone could capture a frame drawn before
 //! the tile map's shader was ready; a render-world system publishes how many pipelines are still
@@ -17,7 +21,11 @@ use bevy::render::render_resource::PipelineCache;
 use bevy::render::view::screenshot::{Screenshot, ScreenshotCaptured, save_to_disk};
 use bevy::render::{Render, RenderApp, RenderSystems};
 
+use crate::game::avatars::OwnAvatar;
+use crate::net::link::LinkStatus;
+use crate::net::{Connection, Net};
 use crate::render::tilemap::TilemapStatus;
+use crate::ui::chat::ChatState;
 
 /// Longest a screenshot run may take, from start to file.
 pub const TIMEOUT: Duration = Duration::from_secs(180);
@@ -80,21 +88,44 @@ fn count_waiting_pipelines(cache: Res<PipelineCache>, waiting: Res<WaitingPipeli
     waiting.0.store(cache.waiting_pipelines().count(), Ordering::Relaxed);
 }
 
+/// Whether everything a connected client shows has arrived (always true offline).
+fn online_ready(net: &Net, conn: &Connection, chat: &ChatState, own_spawned: bool) -> bool {
+    let Some(link) = net.link() else { return true };
+    if !conn.is_connected() || !own_spawned || link.replica().snapshots == 0 {
+        return false;
+    }
+    let land_loaded = match chat.current_land {
+        None => true,
+        Some(_) => chat.land_room().and_then(|r| chat.rooms.get(&r)).is_some_and(|r| r.history_loaded),
+    };
+    chat.sessions_loaded && chat.pending_history.is_empty() && land_loaded
+}
+
 fn drive_screenshot(
     mut commands: Commands,
     mut job: ResMut<ScreenshotJob>,
     status: Res<TilemapStatus>,
     waiting: Res<WaitingPipelines>,
+    net: Res<Net>,
+    conn: Res<Connection>,
+    chat: Res<ChatState>,
+    own: Query<(), With<OwnAvatar>>,
     mut exit: MessageWriter<AppExit>,
 ) {
     if job.started.elapsed() > TIMEOUT {
-        error!(state = ?job.state, "screenshot timed out");
+        error!(state = ?job.state, connection = ?conn.status, "screenshot timed out");
         exit.write(AppExit::from_code(2));
+        return;
+    }
+    if let Some(LinkStatus::Failed(reason)) = &conn.status {
+        error!(%reason, "cannot take the screenshot: signing in failed");
+        exit.write(AppExit::from_code(3));
         return;
     }
     match job.state {
         JobState::Rendering => {
-            if status.spawned && waiting.0.load(Ordering::Relaxed) == 0 {
+            let ready = status.spawned && online_ready(&net, &conn, &chat, !own.is_empty());
+            if ready && waiting.0.load(Ordering::Relaxed) == 0 {
                 job.ready_frames += 1;
             } else {
                 job.ready_frames = 0;
