@@ -87,9 +87,19 @@ async fn run(rate: u64, secs: f64, database_url: Option<String>) -> anyhow::Resu
         let chat = chat.clone();
         let room = room.clone();
         let content = content.clone();
-        handles.push(tokio::spawn(async move {
+        // Each sender's acks are awaited in send order by a collector task of its own, so an
+        // ack's latency is taken when it arrives, not when the sender next looks.
+        let (ack_tx, mut ack_rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, oneshot::Receiver<_>)>();
+        let collector = tokio::spawn(async move {
             let mut latencies = Vec::new();
-            let mut pending = Vec::new();
+            while let Some((at, rx)) = ack_rx.recv().await {
+                if let Ok(Ok(_)) = rx.await {
+                    latencies.push(at.elapsed());
+                }
+            }
+            latencies
+        });
+        handles.push(tokio::spawn(async move {
             let mut owed = 0.0f64;
             let mut n = 0u64;
             let mut tick = tokio::time::interval(Duration::from_millis(1));
@@ -111,27 +121,12 @@ async fn run(rate: u64, secs: f64, database_url: Option<String>) -> anyhow::Resu
                         landworld_server::chat::writer::Reply::Rest(tx),
                     )
                     .await?;
-                    pending.push((sent_at, rx));
+                    let _ = ack_tx.send((sent_at, rx));
                     n += 1;
                 }
-                // Collect the acks that arrived.
-                pending.retain_mut(|(at, rx)| match rx.try_recv() {
-                    Ok(r) => {
-                        if r.is_ok() {
-                            latencies.push(at.elapsed());
-                        }
-                        false
-                    }
-                    Err(oneshot::error::TryRecvError::Empty) => true,
-                    Err(oneshot::error::TryRecvError::Closed) => false,
-                });
             }
-            for (at, rx) in pending {
-                if let Ok(Ok(_)) = rx.await {
-                    latencies.push(at.elapsed());
-                }
-            }
-            anyhow::Ok(latencies)
+            drop(ack_tx);
+            anyhow::Ok(collector.await?)
         }));
     }
     let mut latencies = Vec::new();

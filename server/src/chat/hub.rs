@@ -169,6 +169,29 @@ impl Room {
     }
 }
 
+/// One room's messages of a commit batch, serialized once for every recipient: seqs ascending,
+/// `frames[i]` is the message with `seqs[i]`.
+#[derive(Debug)]
+pub struct RoomBatch {
+    pub seqs: Vec<i64>,
+    pub frames: Arc<[OutFrame]>,
+}
+
+impl RoomBatch {
+    pub fn new(messages: Vec<(i64, OutFrame)>) -> Self {
+        let (seqs, frames): (Vec<i64>, Vec<OutFrame>) = messages.into_iter().unzip();
+        Self { seqs, frames: frames.into() }
+    }
+
+    pub fn len(&self) -> usize {
+        self.seqs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seqs.is_empty()
+    }
+}
+
 #[derive(Debug, Default)]
 struct Cursor {
     /// Seqs `first..=last` were delivered live (0 = none yet).
@@ -203,13 +226,22 @@ impl ChatConn {
         Self { handle, user_id, cursors: Mutex::new(HashMap::new()) }
     }
 
-    /// Delivers messages of one room, in seq order, under one lock (so the connection's writer
-    /// picks them up together and writes them with one flush): never twice on this connection,
-    /// and buffered while a replay runs.
-    pub fn deliver_many(&self, room: Uuid, frames: &[(i64, OutFrame)]) {
+    /// Delivers messages of one room, in seq order, under one lock: never twice on this
+    /// connection, and buffered while a replay runs. In the common case (no replay running,
+    /// nothing of the batch delivered yet) the batch's shared frames go as one queue item, so
+    /// the connection's writer sends them with one wake-up and one flush.
+    pub fn deliver_many(&self, room: Uuid, batch: &RoomBatch) {
         let Ok(mut cursors) = self.cursors.lock() else { return };
         let cursor = cursors.entry(room).or_default();
-        for (seq, frame) in frames {
+        let (Some(&first), Some(&last)) = (batch.seqs.first(), batch.seqs.last()) else { return };
+        if cursor.catching_up.is_none() && (cursor.first == 0 || first > cursor.last) {
+            if self.handle.send_many(&batch.frames) {
+                cursor.record(first);
+                cursor.record(last);
+            }
+            return;
+        }
+        for (seq, frame) in batch.seqs.iter().zip(batch.frames.iter()) {
             if let Some(buf) = &mut cursor.catching_up {
                 if buf.len() >= CATCH_UP_BUFFER {
                     self.handle.close(close_code::RATE_LIMITED);
@@ -314,17 +346,78 @@ impl Hub {
         &self,
         users: impl IntoIterator<Item = &'a Uuid>,
         room: Uuid,
-        frames: &[(i64, OutFrame)],
+        batch: &RoomBatch,
     ) -> u64 {
         let mut n = 0;
         for u in users {
             if let Some(entry) = self.users.get(u) {
                 for c in &entry.conns {
-                    c.deliver_many(room, frames);
+                    c.deliver_many(room, batch);
                     n += 1;
                 }
             }
         }
         n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::world::conn::Out;
+
+    fn batch(seqs: &[i64]) -> RoomBatch {
+        RoomBatch::new(seqs.iter().map(|s| (*s, OutFrame::from(format!("m{s}")))).collect())
+    }
+
+    fn drain(rx: &mut crate::world::conn::OutQueue) -> (usize, Vec<String>) {
+        let (mut items, mut frames) = (0, Vec::new());
+        while let Ok(item) = rx.try_recv() {
+            items += 1;
+            frames.extend(item.frames().iter().map(|f| f.as_str().to_string()));
+        }
+        (items, frames)
+    }
+
+    #[test]
+    fn a_room_batch_is_one_queue_item_sharing_the_frames() {
+        let (handle, mut rx, _control) = ConnHandle::new(Uuid::new_v4());
+        let conn = ChatConn::new(handle, Uuid::new_v4());
+        let room = Uuid::new_v4();
+        let b = batch(&[1, 2, 3]);
+        conn.deliver_many(room, &b);
+        let Ok(Out::Many(shared)) = rx.try_recv() else { panic!("expected one batch item") };
+        assert!(Arc::ptr_eq(&shared, &b.frames), "the recipients share the batch's frames");
+        assert!(rx.try_recv().is_err());
+        // Already delivered: a repeat of the same seqs sends nothing; a later batch goes whole.
+        conn.deliver_many(room, &b);
+        conn.deliver_many(room, &batch(&[4]));
+        assert_eq!(drain(&mut rx), (1, vec!["m4".to_string()]));
+    }
+
+    #[test]
+    fn a_batch_overlapping_what_was_delivered_sends_only_the_new_messages() {
+        let (handle, mut rx, _control) = ConnHandle::new(Uuid::new_v4());
+        let conn = ChatConn::new(handle, Uuid::new_v4());
+        let room = Uuid::new_v4();
+        conn.deliver_many(room, &batch(&[5, 6]));
+        drain(&mut rx);
+        conn.deliver_many(room, &batch(&[6, 7, 8]));
+        assert_eq!(drain(&mut rx).1, ["m7", "m8"]);
+    }
+
+    #[test]
+    fn batches_during_a_replay_are_buffered_then_flushed_after_it() {
+        let (handle, mut rx, _control) = ConnHandle::new(Uuid::new_v4());
+        let conn = ChatConn::new(handle, Uuid::new_v4());
+        let room = Uuid::new_v4();
+        conn.begin_catch_up(room);
+        conn.deliver_many(room, &batch(&[3, 4]));
+        assert_eq!(drain(&mut rx).0, 0, "nothing live while the replay runs");
+        // The replay sent 1..=3; only 4 is still missing.
+        conn.end_catch_up(room, 0, 3);
+        assert_eq!(drain(&mut rx).1, ["m4"]);
+        conn.deliver_many(room, &batch(&[4, 5]));
+        assert_eq!(drain(&mut rx).1, ["m5"]);
     }
 }

@@ -31,7 +31,7 @@ use crate::store::{Db, StoreError, ms_to_rfc3339, now_ms};
 use crate::world::WorldCommand;
 use crate::world::conn::{ConnHandle, encode};
 use crypto::{Keyring, Sealed};
-use hub::{ChatConn, Hub, Room, RoomKind, UserEntry};
+use hub::{ChatConn, Hub, Room, RoomBatch, RoomKind, UserEntry};
 use writer::{FanOut, Outgoing, Reply, WriterMsg};
 
 /// Messages waiting for the writer before senders wait.
@@ -777,17 +777,40 @@ fn parse_room_ref(reference: &str) -> Result<RoomRef, ChatError> {
     })
 }
 
-/// Acks senders and delivers committed messages, in commit order.
+/// Commit batches merged into one delivery round at most (when the fan-out falls behind).
+const MAX_ROUND: usize = 64;
+
+/// Acks senders and delivers committed messages, in commit order. Commit batches that queued up
+/// while a round was delivered are merged into the next round, so each member connection gets
+/// one queue item (one wake-up, one socket write) per room per round, whatever the rate.
 async fn fanout_loop(chat: Chat, mut rx: mpsc::Receiver<FanOut>) {
-    while let Some(batch) = rx.recv().await {
+    let mut round = Round::default();
+    while let Some(first) = rx.recv().await {
+        round.add(first);
+        let mut merged = 1;
+        while merged < MAX_ROUND
+            && let Ok(next) = rx.try_recv()
+        {
+            round.add(next);
+            merged += 1;
+        }
+        round.deliver(&chat);
+    }
+}
+
+/// One delivery round: acks are sent as batches arrive; messages are grouped per room (seq
+/// order kept) and serialized once for all recipients.
+#[derive(Default)]
+struct Round {
+    rooms: Vec<(Arc<Room>, Vec<(i64, crate::world::conn::OutFrame)>)>,
+    proximity: Vec<(Vec<Uuid>, Uuid, i64, crate::world::conn::OutFrame)>,
+    new: u64,
+}
+
+impl Round {
+    fn add(&mut self, batch: FanOut) {
         match batch {
             FanOut::Stored(stored) => {
-                let mut delivered = 0u64;
-                let mut new = 0u64;
-                // Each room's messages of this batch go to each member connection together, so
-                // its writer sends them with one flush. Frames are serialized once per message.
-                let mut rooms: Vec<(Arc<Room>, Vec<(i64, crate::world::conn::OutFrame)>)> = Vec::new();
-                let mut proximity: Vec<(Vec<Uuid>, Uuid, i64, crate::world::conn::OutFrame)> = Vec::new();
                 for s in stored {
                     let writer::Stored { committed: c, outgoing, deliver } = s;
                     let Outgoing { room, sender_id, sender_username, content, recipients, reply, .. } = outgoing;
@@ -809,7 +832,7 @@ async fn fanout_loop(chat: Chat, mut rx: mpsc::Receiver<FanOut>) {
                     if !deliver {
                         continue;
                     }
-                    new += 1;
+                    self.new += 1;
                     let frame = encode(&ServerFrame::Message {
                         room_id: c.room_id,
                         message_id: c.message_id,
@@ -821,26 +844,13 @@ async fn fanout_loop(chat: Chat, mut rx: mpsc::Receiver<FanOut>) {
                         client_msg_id: c.client_msg_id,
                     });
                     if room.kind == RoomKind::Proximity {
-                        proximity.push((recipients, c.room_id, c.seq, frame));
-                    } else if let Some((_, frames)) = rooms.iter_mut().find(|(r, _)| r.id == room.id) {
+                        self.proximity.push((recipients, c.room_id, c.seq, frame));
+                    } else if let Some((_, frames)) = self.rooms.iter_mut().find(|(r, _)| r.id == room.id) {
                         frames.push((c.seq, frame));
                     } else {
-                        rooms.push((room, vec![(c.seq, frame)]));
+                        self.rooms.push((room, vec![(c.seq, frame)]));
                     }
                 }
-                {
-                    let hub = chat.hub_read();
-                    for (room, frames) in &rooms {
-                        let members = room.member_ids();
-                        delivered += hub.deliver_to_users(members.iter(), room.id, frames) * frames.len() as u64;
-                    }
-                    for (recipients, room_id, seq, frame) in proximity {
-                        delivered += hub.deliver_to_users(recipients.iter(), room_id, &[(seq, frame)]);
-                    }
-                }
-                chat.inner.delivered.fetch_add(delivered, Ordering::Relaxed);
-                chat.inner.stored.fetch_add(new, Ordering::Relaxed);
-                metrics::counter!("landworld_chat_deliveries_total").increment(delivered);
             }
             FanOut::Failed(failed) => {
                 for f in failed {
@@ -855,6 +865,26 @@ async fn fanout_loop(chat: Chat, mut rx: mpsc::Receiver<FanOut>) {
                 }
             }
         }
+    }
+
+    fn deliver(&mut self, chat: &Chat) {
+        let mut delivered = 0u64;
+        let rooms: Vec<(Arc<Room>, RoomBatch)> =
+            self.rooms.drain(..).map(|(room, frames)| (room, RoomBatch::new(frames))).collect();
+        {
+            let hub = chat.hub_read();
+            for (room, batch) in &rooms {
+                let members = room.member_ids();
+                delivered += hub.deliver_to_users(members.iter(), room.id, batch) * batch.len() as u64;
+            }
+            for (recipients, room_id, seq, frame) in self.proximity.drain(..) {
+                let batch = RoomBatch::new(vec![(seq, frame)]);
+                delivered += hub.deliver_to_users(recipients.iter(), room_id, &batch);
+            }
+        }
+        chat.inner.delivered.fetch_add(delivered, Ordering::Relaxed);
+        chat.inner.stored.fetch_add(std::mem::take(&mut self.new), Ordering::Relaxed);
+        metrics::counter!("landworld_chat_deliveries_total").increment(delivered);
     }
 }
 

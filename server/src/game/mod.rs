@@ -44,7 +44,7 @@ use uuid::Uuid;
 
 use crate::world::avatar::{Avatar, Proximity, UsersIndex};
 use crate::world::commands::CommandInbox;
-use crate::world::conn::{ConnControl, ConnHandle, OutFrame};
+use crate::world::conn::{ConnControl, ConnHandle, OutQueue};
 use crate::world::{TickCount, TickSet, WorldCommand};
 use gateway::GatewayMsg;
 use view::{Scratch, View};
@@ -98,7 +98,7 @@ impl Bucket {
 struct GameClient {
     user_id: Uuid,
     conn: ConnHandle,
-    rx: mpsc::Receiver<OutFrame>,
+    rx: OutQueue,
     control: Arc<ConnControl>,
     /// The world greeted the connection (its avatar exists): replication may start.
     welcomed: bool,
@@ -321,12 +321,14 @@ fn send_net(
     let GameServer { server, transport, clients, scratch, .. } = &mut *game;
     for (&client_id, client) in clients.iter_mut() {
         // What the world and chat queued, in order (the welcome comes first of all).
-        while let Ok(frame) = client.rx.try_recv() {
-            let Some(msg) = translate::translate(frame.as_str()) else { continue };
-            if matches!(msg, landworld_shared::protocol::game::ServerMessage::Welcome { .. }) {
-                client.welcomed = true;
+        while let Ok(item) = client.rx.try_recv() {
+            for frame in item.frames() {
+                let Some(msg) = translate::translate(frame.as_str()) else { continue };
+                if matches!(msg, landworld_shared::protocol::game::ServerMessage::Welcome { .. }) {
+                    client.welcomed = true;
+                }
+                server.send_message(client_id, ServerChannel::Reliable, encode(&msg));
             }
-            server.send_message(client_id, ServerChannel::Reliable, encode(&msg));
         }
         if client.control.is_closed() {
             // Too slow to keep up with its queue (or the server is closing it).

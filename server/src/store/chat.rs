@@ -77,8 +77,22 @@ pub struct ChatTotals {
 const SESSION_COLUMNS: &str = "id, kind, name, land_id, created_by, created_at, last_seq";
 const MESSAGE_COLUMNS: &str = "m.id, m.session_id, m.seq, m.sender_id, u.username AS sender_username, \
      m.client_msg_id, m.key_id, m.nonce, m.ciphertext, m.pos_x, m.pos_y, m.created_at, m.deleted_at";
-/// Rows per multi-row INSERT statement (13 binds each, well under SQLite's variable limit).
-const INSERT_CHUNK: usize = 500;
+/// Statement sizes (rows, or keys of an `IN` list) a batch is split into, largest first (11
+/// binds per message row: far under SQLite's and PostgreSQL's parameter limits). Only
+/// these few sizes ever reach the database, so each multi-row statement is prepared once and
+/// then reused from the connection's statement cache, instead of preparing a new statement for
+/// every batch size (a 256-row INSERT has 2,816 parameters to parse).
+const CHUNK_SIZES: [usize; 5] = [256, 64, 16, 4, 1];
+
+/// Splits `items` into consecutive chunks whose lengths are all in [`CHUNK_SIZES`].
+fn fixed_chunks<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        let size = CHUNK_SIZES.iter().copied().find(|&s| s <= items.len())?;
+        let (chunk, rest) = items.split_at(size);
+        items = rest;
+        Some(chunk)
+    })
+}
 
 macro_rules! session_from_row {
     ($row:expr) => {{
@@ -393,7 +407,7 @@ impl Db {
             return Ok(Vec::new());
         }
         let mut found = Vec::new();
-        for chunk in keys.chunks(INSERT_CHUNK) {
+        for chunk in fixed_chunks(keys) {
             on_pool!(self, |p| {
                 let mut qb = sqlx::QueryBuilder::new(
                     "SELECT sender_id, client_msg_id, id, session_id, seq, created_at FROM messages \
@@ -428,7 +442,7 @@ impl Db {
     pub async fn insert_message_batch(&self, messages: &[NewMessage], last_seqs: &[(Uuid, i64)]) -> StoreResult<()> {
         on_pool!(self, |p| {
             let mut tx = p.begin().await?;
-            for chunk in messages.chunks(INSERT_CHUNK) {
+            for chunk in fixed_chunks(messages) {
                 let mut qb = sqlx::QueryBuilder::new(
                     "INSERT INTO messages (id, session_id, seq, sender_id, client_msg_id, key_id, nonce, ciphertext, \
                      pos_x, pos_y, created_at) ",
@@ -450,7 +464,7 @@ impl Db {
             }
             let recipients: Vec<(Uuid, Uuid)> =
                 messages.iter().flat_map(|m| m.recipients.iter().map(move |u| (m.id, *u))).collect();
-            for chunk in recipients.chunks(INSERT_CHUNK * 4) {
+            for chunk in fixed_chunks(&recipients) {
                 let mut qb = sqlx::QueryBuilder::new("INSERT INTO message_recipients (message_id, user_id) ");
                 qb.push_values(chunk, |mut b, (m, u)| {
                     b.push_bind(*m).push_bind(*u);
@@ -634,4 +648,25 @@ enum SessionKey<'a> {
     Id(Uuid),
     Text(&'a str),
     None,
+}
+
+#[cfg(test)]
+mod chunk_tests {
+    use super::*;
+
+    #[test]
+    fn batches_split_into_the_few_cached_statement_sizes() {
+        for n in [0usize, 1, 3, 4, 5, 17, 255, 256, 257, 500, 4096] {
+            let items: Vec<usize> = (0..n).collect();
+            let chunks: Vec<&[usize]> = fixed_chunks(&items).collect();
+            assert!(
+                chunks.iter().all(|c| CHUNK_SIZES.contains(&c.len())),
+                "n={n}: {:?}",
+                chunks.iter().map(|c| c.len()).collect::<Vec<_>>()
+            );
+            let flat: Vec<usize> = chunks.concat();
+            assert_eq!(flat, items, "n={n}: every item once, in order");
+        }
+        assert_eq!(fixed_chunks(&[0u8; 500]).map(<[u8]>::len).collect::<Vec<_>>(), [256, 64, 64, 64, 16, 16, 16, 4]);
+    }
 }

@@ -9,7 +9,7 @@ use landworld_shared::world::{Rect, TilePos, WorldMap};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::conn::{ConnHandle, OutFrame};
+use super::conn::{ConnHandle, OutQueue};
 use super::lands::LandInfo;
 use super::persist::PersistMsg;
 use super::*;
@@ -56,7 +56,7 @@ fn harness_with(nearby_interval: Duration) -> Harness {
 struct Client {
     user_id: Uuid,
     conn: ConnHandle,
-    rx: mpsc::Receiver<OutFrame>,
+    rx: OutQueue,
 }
 
 impl Harness {
@@ -92,8 +92,10 @@ impl Harness {
 
 fn frames(c: &mut Client) -> Vec<ServerFrame> {
     let mut out = Vec::new();
-    while let Ok(f) = c.rx.try_recv() {
-        out.push(serde_json::from_str(f.as_str()).expect("valid frame"));
+    while let Ok(item) = c.rx.try_recv() {
+        for f in item.frames() {
+            out.push(serde_json::from_str(f.as_str()).expect("valid frame"));
+        }
     }
     out
 }

@@ -32,7 +32,7 @@ use crate::chat::hub::ChatConn;
 use crate::chat::writer::Reply;
 use crate::store::{ms_to_rfc3339, now_ms};
 use crate::world::WorldCommand;
-use crate::world::conn::{ConnControl, ConnHandle, OutFrame};
+use crate::world::conn::{ConnControl, ConnHandle, Out, OutQueue};
 
 /// Largest frame the transport reads before giving up on the connection.
 const READ_LIMIT: usize = 1024 * 1024;
@@ -126,7 +126,9 @@ struct Ctx {
 async fn run(state: AppState, socket: WebSocket, user_id: Uuid, username: Arc<str>) {
     let conn_id = Uuid::new_v4();
     let (conn, rx, control) = ConnHandle::new(conn_id);
-    let saved = match state.db.load_position(user_id).await {
+    // Boxed for the same reason as the frame handler below: a database future is large and
+    // would otherwise size every connection's task.
+    let saved = match Box::pin(state.db.load_position(user_id)).await {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(error = %e, %user_id, "loading saved position failed; spawning at a spawn point");
@@ -179,7 +181,9 @@ async fn run(state: AppState, socket: WebSocket, user_id: Uuid, username: Arc<st
                 control.close(close_code::TOO_BIG);
                 break;
             }
-            Some(Ok(Message::Text(text))) => handle_text(&mut ctx, text.as_str()).await,
+            // Boxed: the handler's state machine (several KB) is only allocated while a frame
+            // is being handled, instead of inside every idle connection's reader future.
+            Some(Ok(Message::Text(text))) => Box::pin(handle_text(&mut ctx, text.as_str())).await,
             Some(Ok(Message::Binary(_))) => {
                 ctx.conn.send_frame(&ServerFrame::error(
                     error_code::INVALID_FRAME,
@@ -241,7 +245,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 async fn write_loop(
     mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<OutFrame>,
+    mut rx: OutQueue,
     control: Arc<ConnControl>,
 ) {
     // The close future is made once: building one per wake-up registers a waiter each time,
@@ -249,7 +253,7 @@ async fn write_loop(
     // asks for 1001 when the server shuts down.
     let closed = control.closed();
     tokio::pin!(closed);
-    let mut batch: Vec<OutFrame> = Vec::new();
+    let mut batch: Vec<Out> = Vec::new();
     let code = loop {
         if control.is_closed() {
             break control.code();
@@ -267,8 +271,10 @@ async fn write_loop(
         // which could not reach it anyway.
         let ok = {
             let write = async {
-                for frame in batch.drain(..) {
-                    sink.feed(Message::Text(frame)).await?;
+                for item in batch.drain(..) {
+                    for frame in item.frames() {
+                        sink.feed(Message::Text(frame.clone())).await?;
+                    }
                 }
                 sink.flush().await
             };
@@ -292,9 +298,11 @@ async fn write_loop(
     // Frames already queued still go out before a normal or shutdown close.
     if code == 1000 || code == close_code::GOING_AWAY {
         let drain = async {
-            while let Ok(frame) = rx.try_recv() {
-                if sink.feed(Message::Text(frame)).await.is_err() {
-                    break;
+            'drain: while let Ok(item) = rx.try_recv() {
+                for frame in item.frames() {
+                    if sink.feed(Message::Text(frame.clone())).await.is_err() {
+                        break 'drain;
+                    }
                 }
             }
         };
