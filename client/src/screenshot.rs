@@ -4,7 +4,8 @@
 //! Gives up with exit code 2 after [`TIMEOUT`], or 3 at once when signing in fails for good.
 //!
 //! "Loaded" is the tile map spawned and, with `--server`, also: connected and welcomed, the
-//! first snapshot applied, the own avatar spawned, the chat sessions listed and every history
+//! first snapshot applied, the own avatar spawned, everyone's status read, the chat sessions
+//! listed and every history
 //! asked for arrived (the land room's included when standing on a land) — see [`online_ready`].
 //!
 //! Pipelines compile asynchronously, so "N frames" alone could capture a frame drawn before
@@ -21,7 +22,7 @@ use bevy::render::render_resource::PipelineCache;
 use bevy::render::view::screenshot::{Screenshot, ScreenshotCaptured, save_to_disk};
 use bevy::render::{Render, RenderApp, RenderSystems};
 
-use crate::game::avatars::OwnAvatar;
+use crate::game::avatars::{OwnAvatar, PresenceBook};
 use crate::net::link::LinkStatus;
 use crate::net::{Connection, Net};
 use crate::render::tilemap::TilemapStatus;
@@ -89,9 +90,9 @@ fn count_waiting_pipelines(cache: Res<PipelineCache>, waiting: Res<WaitingPipeli
 }
 
 /// Whether everything a connected client shows has arrived (always true offline).
-fn online_ready(net: &Net, conn: &Connection, chat: &ChatState, own_spawned: bool) -> bool {
+fn online_ready(net: &Net, conn: &Connection, chat: &ChatState, presence: &PresenceBook, own_spawned: bool) -> bool {
     let Some(link) = net.link() else { return true };
-    if !conn.is_connected() || !own_spawned || link.replica().snapshots == 0 {
+    if !conn.is_connected() || !own_spawned || !presence.loaded || link.replica().snapshots == 0 {
         return false;
     }
     let land_loaded = match chat.current_land {
@@ -109,6 +110,7 @@ fn drive_screenshot(
     net: Res<Net>,
     conn: Res<Connection>,
     chat: Res<ChatState>,
+    presence: Res<PresenceBook>,
     own: Query<(), With<OwnAvatar>>,
     mut exit: MessageWriter<AppExit>,
 ) {
@@ -124,7 +126,7 @@ fn drive_screenshot(
     }
     match job.state {
         JobState::Rendering => {
-            let ready = status.spawned && online_ready(&net, &conn, &chat, !own.is_empty());
+            let ready = status.spawned && online_ready(&net, &conn, &chat, &presence, !own.is_empty());
             if ready && waiting.0.load(Ordering::Relaxed) == 0 {
                 job.ready_frames += 1;
             } else {

@@ -3,11 +3,12 @@
 //! - `screenshot_shows_the_world`: offline (no `--server`), the PNG shows the default world's
 //!   art (grass and water colours, many distinct colours).
 //! - `connected_client_shows_avatars_and_chat`: against the real server (in-process, port 0),
-//!   a player signs in with the client while a web user stands two tiles away on the same land
-//!   and has written in the land room. The screenshot must show the map, the own avatar in the
-//!   middle of the map area (blue, gold outline), the web user's avatar two tiles east (pink),
-//!   the chat panel (its background on the right) with the history line drawn (sender colour),
-//!   and the status dot green. The web user sees the player come online.
+//!   a player signs in with the client while a web user stands four tiles away on the same land
+//!   and has written in the land room, then set its status to away. The screenshot must show the
+//!   map, the own avatar in the
+//!   middle of the map area (blue, gold outline), the web user's avatar four tiles east (pink),
+//!   the chat panel (its background on the right) with the history lines drawn (sender colour),
+//!   the status dot green and the web user's presence dots amber. The web user sees the player come online.
 //! - `wrong_password_exits_with_an_error`: a refused sign-in ends screenshot mode with exit 3.
 //!
 //! Without `xvfb-run` on the PATH the tests explain why and pass, unless
@@ -36,6 +37,7 @@ const OTHER_BODY: [u8; 3] = [232, 64, 160];
 const PANEL_BG: [u8; 3] = [24, 28, 40];
 const SENDER: [u8; 3] = [130, 200, 255];
 const ONLINE: [u8; 3] = [70, 210, 100];
+const AWAY: [u8; 3] = [245, 175, 40];
 const WIDTH: u32 = 1280;
 const HEIGHT: u32 = 720;
 const PANEL_WIDTH: u32 = 380;
@@ -65,8 +67,13 @@ fn near(a: &[u8], b: [u8; 3]) -> bool {
     a.iter().zip(b).all(|(x, y)| x.abs_diff(y) <= 3)
 }
 
+/// One client at a time: `xvfb-run -a` picks a free display number racily, and two starting
+/// together may pick the same one.
+static XVFB: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Runs the client under Xvfb with `args`; returns its exit code.
 async fn run_client(args: &[&str]) -> Result<i32> {
+    let _one_at_a_time = XVFB.lock().await;
     let mut child = tokio::process::Command::new("xvfb-run")
         .args(["-a", "-s", "-screen 0 1280x720x24"])
         .arg(env!("CARGO_BIN_EXE_landworld-client"))
@@ -149,22 +156,22 @@ async fn screenshot_shows_the_world() -> Result<()> {
     Ok(())
 }
 
-/// A land with four walkable tiles in a row inside it: (land id, first tile).
+/// A land with five walkable tiles in a row inside it: (land id, first tile).
 async fn land_row(app: &TestApp, user: &TestUser, map: &WorldMap) -> Result<(String, TilePos)> {
     let (_, lands) = app.get("/api/v1/lands", Some(&user.token)).await?;
     for land in lands["lands"].as_array().ok_or_else(|| anyhow!("no lands in {lands}"))? {
         let num = |k: &str| land[k].as_i64().map(|v| v as i32).ok_or_else(|| anyhow!("land without {k}"));
         let (lx, ly, w, h) = (num("x")?, num("y")?, num("width")?, num("height")?);
-        // Away from the land's edges, so the avatar two tiles east is on the land too.
+        // Away from the land's edges, so the avatar four tiles east is on the land too.
         for y in ly + 1..ly + h - 1 {
-            for x in lx + 1..lx + w - 4 {
-                if (0..4).all(|d| map.is_walkable(TilePos::new(x + d, y))) {
+            for x in lx + 1..lx + w - 5 {
+                if (0..5).all(|d| map.is_walkable(TilePos::new(x + d, y))) {
                     return Ok((land["id"].as_str().unwrap_or_default().to_string(), TilePos::new(x, y)));
                 }
             }
         }
     }
-    bail!("no land with four walkable tiles in a row")
+    bail!("no land with five walkable tiles in a row")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,7 +185,7 @@ async fn connected_client_shows_avatars_and_chat() -> Result<()> {
     let friend = app.user("friend").await?;
     let (land_id, p) = land_row(&app, &friend, &map).await?;
     app.place(&player, p.x, p.y).await?;
-    app.place(&friend, p.x + 2, p.y).await?;
+    app.place(&friend, p.x + 4, p.y).await?;
 
     // The web user stands on the land (so is in its room) and writes there before the player
     // comes: the client shows it from the room's history.
@@ -194,6 +201,14 @@ async fn connected_client_shows_avatars_and_chat() -> Result<()> {
     )
     .await?;
     ws.expect_where("message_ack", |f| f["client_msg_id"] == "w1").await?;
+    ws.send(
+        json!({"type": "send_message", "room_id": room_id, "content": "come see the plaza", "client_msg_id": "w2"}),
+    )
+    .await?;
+    ws.expect_where("message_ack", |f| f["client_msg_id"] == "w2").await?;
+    // Away: the client reads everyone's status when it connects (the dots turn amber).
+    ws.send(json!({"type": "set_status", "status": "away"})).await?;
+    ws.expect_where("presence_update", |f| f["user_id"] == fid.as_str() && f["status"] == "away").await?;
 
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("online.png");
@@ -229,25 +244,28 @@ async fn connected_client_shows_avatars_and_chat() -> Result<()> {
     let panel_elsewhere = shot.count(PANEL_BG, map_area, (0, HEIGHT));
     let sender = shot.count(SENDER, (WIDTH - PANEL_WIDTH, WIDTH), (0, HEIGHT));
     let status_dot = shot.count(ONLINE, (0, 60), (0, 45));
+    let away = shot.count(AWAY, map_area, (0, HEIGHT));
     eprintln!(
         "grass {grass}, own outline {own_outline}, own body {own_body}, other body {other_body}, panel {panel} \
-         (elsewhere {panel_elsewhere}), sender text {sender}, status dot {status_dot}"
+         (elsewhere {panel_elsewhere}), sender text {sender}, status dot {status_dot}, away dots {away}"
     );
     assert!(grass >= 5_000, "the map is drawn: {grass} grass pixels");
     assert!(own_outline >= 150, "the own avatar's highlight: {own_outline} pixels");
     assert!(own_body >= 200, "the own avatar: {own_body} pixels");
     assert!(other_body >= 200, "the web user's avatar: {other_body} pixels");
     // The camera follows the own avatar: it stands in the middle of the map area, the web user
-    // two tiles (64 px) east of it.
+    // four tiles (128 px) east of it.
     let (cx, cy) = ((WIDTH - PANEL_WIDTH) / 2, HEIGHT / 2);
     assert!(near(&shot.at(cx, cy), OWN_BODY), "centre pixel {:?}", shot.at(cx, cy));
-    assert!(near(&shot.at(cx + 64, cy), OTHER_BODY), "pixel two tiles east {:?}", shot.at(cx + 64, cy));
+    assert!(near(&shot.at(cx + 128, cy), OTHER_BODY), "pixel four tiles east {:?}", shot.at(cx + 128, cy));
     // The chat panel: its background fills most of the right-hand strip and nothing else.
     let strip = (PANEL_WIDTH * HEIGHT) as usize;
     assert!(panel * 2 > strip, "the chat panel covers {panel} of {strip} pixels");
     assert!(panel_elsewhere < 500, "panel colour outside the panel: {panel_elsewhere}");
     assert!(sender >= 10, "the history line's sender is drawn: {sender} pixels");
     assert!(status_dot >= 30, "the status dot is green (connected): {status_dot} pixels");
+    // The web user's presence dot (on the avatar and in the nearby list) is amber.
+    assert!(away >= 60, "away dots: {away} pixels");
     Ok(())
 }
 

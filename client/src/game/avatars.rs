@@ -66,20 +66,35 @@ struct PresenceDot(Uuid);
 #[derive(Resource, Default)]
 pub struct AvatarIndex(pub HashMap<Uuid, Entity>);
 
-/// The last known status of each user (`online` when nothing was said).
+/// The last known status of each user (`online` when nothing was said): seeded from
+/// `GET /api/v1/ws/online-users` on each connection, then kept by `Presence` messages.
 #[derive(Resource, Default)]
-pub struct PresenceBook(pub HashMap<Uuid, Status>);
+pub struct PresenceBook {
+    pub statuses: HashMap<Uuid, Status>,
+    /// The online list arrived since the last welcome.
+    pub loaded: bool,
+}
 
 impl PresenceBook {
     pub fn of(&self, user: Uuid) -> Status {
-        self.0.get(&user).copied().unwrap_or_default()
+        self.statuses.get(&user).copied().unwrap_or_default()
     }
 }
 
 fn track_presence(mut events: MessageReader<FromServer>, mut book: ResMut<PresenceBook>) {
     for FromServer(event) in events.read() {
-        if let NetEvent::Game(ServerMessage::Presence { user_id, status, .. }) = event {
-            book.0.insert(*user_id, *status);
+        match event {
+            NetEvent::Game(ServerMessage::Welcome { .. }) => book.loaded = false,
+            NetEvent::Game(ServerMessage::Presence { user_id, status, .. }) => {
+                book.statuses.insert(*user_id, *status);
+            }
+            NetEvent::Online(users) => {
+                // Live updates that came in meanwhile are newer than nothing, older than this
+                // list only by a round trip: the list wins.
+                book.statuses.extend(users.iter().map(|u| (u.user_id, u.status)));
+                book.loaded = true;
+            }
+            _ => {}
         }
     }
 }
@@ -105,7 +120,7 @@ fn avatar_bundle(avatar: Avatar, at: Vec2, own: bool) -> impl Bundle {
                 Text2d::new(name),
                 TextFont { font_size: FontSize::Px(13.0), ..default() },
                 TextColor(if own { OWN_OUTLINE } else { Color::WHITE }),
-                Text2dShadow::default(),
+                Text2dShadow { offset: Vec2::new(1.0, -1.0), color: Color::BLACK },
                 Transform::from_xyz(0.0, OUTLINE_SIZE / 2.0 + 10.0, 0.3),
             ),
         ],

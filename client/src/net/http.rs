@@ -1,5 +1,6 @@
 //! The REST calls the client makes (SPEC §3, §4, §7), blocking, from the network threads:
-//! register, log in, fetch a netcode connect token, list chat sessions, find a land's session,
+//! register, log in, fetch a netcode connect token, read who is online (and their status), list
+//! chat sessions, find a land's session,
 //! load a room's history and open a private room. Plain `http://` (no TLS stack is linked); every call has a timeout.
 //!
 //! Responses are read into small structs holding only the fields the client uses; anything
@@ -8,6 +9,7 @@
 use std::time::Duration;
 
 use base64::Engine;
+use landworld_shared::protocol::ws::Status;
 use renetcode::ConnectToken;
 use serde::Deserialize;
 use serde_json::json;
@@ -105,6 +107,18 @@ pub struct HistoryMessage {
     pub deleted: bool,
 }
 
+/// A user with at least one connection (`GET /api/v1/ws/online-users`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct OnlineUser {
+    pub user_id: Uuid,
+    pub status: Status,
+}
+
+#[derive(Deserialize)]
+struct OnlineUsers {
+    users: Vec<OnlineUser>,
+}
+
 #[derive(Deserialize)]
 struct HistoryPage {
     messages: Vec<HistoryMessage>,
@@ -199,6 +213,13 @@ impl Api {
         let mut messages = self.parse::<HistoryPage>(self.call(req)?)?.messages;
         messages.sort_by_key(|m| m.seq);
         Ok(messages)
+    }
+
+    /// Everyone online with their status (seeds the presence dots; changes then arrive as
+    /// `Presence` messages).
+    pub fn online_users(&self, bearer: &str) -> Result<Vec<OnlineUser>, ApiError> {
+        let req = self.http.get(self.url("/api/v1/ws/online-users")).bearer_auth(bearer);
+        Ok(self.parse::<OnlineUsers>(self.call(req)?)?.users)
     }
 
     /// The chat session of a land (created on first use).

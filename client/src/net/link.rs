@@ -9,7 +9,7 @@
 //!   (0.5 s doubling to 30 s; reset after a connection that was up), with a fresh token each
 //!   time and a fresh login when the bearer token has expired. Wrong credentials stop it.
 //! - the **HTTP thread** runs the REST calls the app asks for (sessions, history, private
-//!   rooms) with the current bearer token.
+//!   rooms, who is online) with the current bearer token.
 //!
 //! The transport is renetcode's `NetcodeClient` over a `std` UDP socket, the steps of
 //! `renet_netcode::NetcodeClientTransport` written out (as in the tests' headless client).
@@ -28,7 +28,7 @@ use renet::RenetClient;
 use renetcode::{ClientAuthentication, ConnectToken, NetcodeClient};
 use uuid::Uuid;
 
-use super::http::{Api, ApiError, HistoryMessage, SessionInfo, UserInfo};
+use super::http::{Api, ApiError, HistoryMessage, OnlineUser, SessionInfo, UserInfo};
 use super::replica::Replica;
 
 /// How often the session thread pumps the connection.
@@ -67,6 +67,8 @@ pub enum LinkStatus {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HttpJob {
     Sessions,
+    /// Everyone online and their status.
+    OnlineUsers,
     /// The chat session of this land.
     LandSession(Uuid),
     History(Uuid),
@@ -82,11 +84,18 @@ pub enum NetEvent {
     /// A server message other than spawns, despawns and snapshots (those go to the replica).
     Game(ServerMessage),
     Sessions(Vec<SessionInfo>),
+    /// Who is online, with their status.
+    Online(Vec<OnlineUser>),
     /// One session (a land's).
     Session(SessionInfo),
     History {
         room: Uuid,
         messages: Vec<HistoryMessage>,
+    },
+    /// A room's history could not be loaded (the live messages still arrive).
+    HistoryFailed {
+        room: Uuid,
+        reason: String,
     },
     PrivateOpened(SessionInfo),
     /// A REST call failed; shown to the player.
@@ -111,12 +120,13 @@ impl Link {
         let (game_tx, game_rx) = std::sync::mpsc::channel();
         let (http_tx, http_rx) = std::sync::mpsc::channel();
         let (ev_tx, ev_rx) = std::sync::mpsc::channel();
-        let api = Api::new(&config.server);
+        // Each thread builds its own blocking HTTP client (building or dropping one inside an
+        // async runtime is not allowed, and the caller may be in one).
+        let server = config.server.clone();
         let session = {
-            let (replica, stop, bearer, ev_tx, api) =
-                (replica.clone(), stop.clone(), bearer.clone(), ev_tx.clone(), api.clone());
+            let (replica, stop, bearer, ev_tx) = (replica.clone(), stop.clone(), bearer.clone(), ev_tx.clone());
             std::thread::Builder::new().name("net-session".into()).spawn(move || {
-                let api = match api {
+                let api = match Api::new(&config.server) {
                     Ok(api) => api,
                     Err(e) => {
                         let _ = ev_tx.send(NetEvent::Status(LinkStatus::Failed(e.to_string())));
@@ -130,7 +140,7 @@ impl Link {
         let http = std::thread::Builder::new().name("net-http".into()).spawn({
             let stop = stop.clone();
             move || {
-                if let Ok(api) = api {
+                if let Ok(api) = Api::new(&server) {
                     run_http(&api, &bearer, &http_rx, &ev_tx, &stop);
                 }
             }
@@ -403,6 +413,26 @@ pub fn backoff(attempt: u32) -> Duration {
     FIRST_BACKOFF.saturating_mul(factor).min(MAX_BACKOFF)
 }
 
+/// A room's history; retried a few times (just after joining a land, the server may not yet
+/// count us as a member of its room).
+fn history_with_retries(api: &Api, token: &str, room: Uuid, stop: &AtomicBool) -> Result<NetEvent, ApiError> {
+    let mut wait = Duration::from_millis(250);
+    let mut tries = 0;
+    loop {
+        match api.history(token, room) {
+            Ok(messages) => return Ok(NetEvent::History { room, messages }),
+            Err(e) if tries >= 3 || stop.load(Ordering::Acquire) || matches!(e, ApiError::Unauthorized(_)) => {
+                return Err(e);
+            }
+            Err(_) => {
+                tries += 1;
+                std::thread::sleep(wait);
+                wait *= 2;
+            }
+        }
+    }
+}
+
 fn run_http(
     api: &Api,
     bearer: &Mutex<Option<String>>,
@@ -428,15 +458,19 @@ fn run_http(
         };
         let event = match &job {
             HttpJob::Sessions => api.sessions(&token).map(NetEvent::Sessions),
+            HttpJob::OnlineUsers => api.online_users(&token).map(NetEvent::Online),
             HttpJob::LandSession(land) => api.land_session(&token, *land).map(NetEvent::Session),
-            HttpJob::History(room) => {
-                api.history(&token, *room).map(|messages| NetEvent::History { room: *room, messages })
-            }
+            HttpJob::History(room) => history_with_retries(api, &token, *room, stop),
             HttpJob::OpenPrivate(peer) => api.private_room(&token, *peer).map(NetEvent::PrivateOpened),
         };
         let event = event.unwrap_or_else(|e| {
             bevy::log::warn!(?job, error = %e, "REST call failed");
-            NetEvent::Problem(format!("{job:?}: {e}"))
+            match job {
+                HttpJob::History(room) => NetEvent::HistoryFailed { room, reason: e.to_string() },
+                // Presence then comes from live updates only.
+                HttpJob::OnlineUsers => NetEvent::Online(Vec::new()),
+                _ => NetEvent::Problem(e.to_string()),
+            }
         });
         if events.send(event).is_err() {
             return;
@@ -455,6 +489,77 @@ mod tests {
         assert_eq!(backoff(4), Duration::from_secs(4));
         assert_eq!(backoff(7), Duration::from_secs(30));
         assert_eq!(backoff(u32::MAX), Duration::from_secs(30));
+    }
+
+    /// Drains the link until `pred` matches an event (or fails after 20 s); returns that event.
+    async fn wait_for(link: &Link, what: &str, pred: impl Fn(&NetEvent) -> bool) -> NetEvent {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut seen = Vec::new();
+        while Instant::now() < deadline {
+            for event in link.drain() {
+                if pred(&event) {
+                    return event;
+                }
+                seen.push(event);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("timed out waiting for {what}; saw {seen:?}");
+    }
+
+    /// Against the real server (in-process, port 0): signs in (`--register` with an existing
+    /// account is fine), connects over UDP, is welcomed and sees its own position in snapshots,
+    /// chats with an ack, lists sessions and loads history over REST; when the server stops,
+    /// reports the loss and retries with backoff.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn joins_the_world_chats_and_retries_when_the_server_goes_away() -> anyhow::Result<()> {
+        let Some(mut app) = landworld_tests::spawn_app(landworld_tests::Backend::Sqlite).await? else {
+            anyhow::bail!("SQLite is always available");
+        };
+        let user = app.user("linker").await?;
+        let link = Link::start(LinkConfig {
+            server: app.url(""),
+            username: user.username.clone(),
+            password: user.password.clone(),
+            register: true,
+        })?;
+        wait_for(&link, "connected", |e| matches!(e, NetEvent::Status(LinkStatus::Connected))).await;
+        let welcome = wait_for(&link, "welcome", |e| matches!(e, NetEvent::Game(ServerMessage::Welcome { .. }))).await;
+        let NetEvent::Game(ServerMessage::Welcome { user_id, x, y, .. }) = welcome else { unreachable!() };
+        assert_eq!(user_id, user.id);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while link.replica().own.is_none() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(link.replica().own.map(|(_, at)| (at.x, at.y)), Some((x, y)), "first snapshot");
+
+        link.send(ClientMessage::SendChat {
+            room: "proximity".into(),
+            content: "anyone near?".into(),
+            client_msg_id: Some("t1".into()),
+        });
+        wait_for(
+            &link,
+            "chat ack",
+            |e| matches!(e, NetEvent::Game(ServerMessage::ChatAck { client_msg_id: Some(c), .. }) if c == "t1"),
+        )
+        .await;
+        link.request(HttpJob::Sessions);
+        let sessions = wait_for(&link, "sessions", |e| matches!(e, NetEvent::Sessions(_))).await;
+        let NetEvent::Sessions(sessions) = sessions else { unreachable!() };
+        let proximity = sessions.iter().find(|s| s.kind == "proximity").expect("the proximity room is listed");
+        link.request(HttpJob::History(proximity.id));
+        let room = proximity.id;
+        wait_for(&link, "history", |e| matches!(e, NetEvent::History { room: r, .. } if *r == room)).await;
+
+        app.stop().await?;
+        let lost = wait_for(&link, "reconnecting", |e| {
+            matches!(e, NetEvent::Status(LinkStatus::Reconnecting { attempt: 1, .. }))
+        })
+        .await;
+        assert!(matches!(lost, NetEvent::Status(LinkStatus::Reconnecting { retry_in, .. }) if retry_in == backoff(1)));
+        drop(link);
+        Ok(())
     }
 
     #[test]

@@ -141,8 +141,10 @@ fn receive_net(net: Option<Res<Net>>, mut conn: ResMut<Connection>, mut out: Mes
                 conn.username = Some(username.clone());
                 conn.welcomed = true;
                 conn.sessions += 1;
-                // Chat rooms and their history (again after a reconnect: nothing is lost).
+                // Chat rooms and their history (again after a reconnect: nothing is lost), and
+                // the status of everyone (the game protocol only sends changes).
                 link.request(HttpJob::Sessions);
+                link.request(HttpJob::OnlineUsers);
             }
             _ => {}
         }

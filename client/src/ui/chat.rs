@@ -302,13 +302,19 @@ impl ChatState {
                 }
                 self.rooms.entry(*room).or_default().history_loaded = true;
             }
+            NetEvent::HistoryFailed { room, reason } => {
+                self.pending_history.remove(room);
+                // Not retried until the next connection; live messages still show.
+                self.rooms.entry(*room).or_default().history_loaded = true;
+                self.notice(format!("cannot load the history: {reason}"));
+            }
             NetEvent::PrivateOpened(session) => {
                 self.add_session(session, net);
                 self.private_room = Some(session.id);
                 self.tab = Tab::Private;
             }
             NetEvent::Problem(text) => self.notice(text.clone()),
-            NetEvent::Status(_) => {}
+            NetEvent::Status(_) | NetEvent::Online(_) => {}
         }
     }
 

@@ -2,10 +2,13 @@
 //! connected, amber connecting or reconnecting with the countdown, red given up, grey offline)
 //! with the own position, and the nearby users: every avatar in view, nearest first, with its
 //! presence dot and distance in tiles. Clicking a nearby user opens a private chat with them.
+//! F5 / F6 / F7 set the own status to online / away / busy (the own avatar's dot follows the
+//! server's `Presence` answer).
 
 use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
+use landworld_shared::protocol::game::ClientMessage;
 use landworld_shared::protocol::ws::Status;
 use landworld_shared::world::chebyshev;
 use uuid::Uuid;
@@ -16,6 +19,7 @@ use crate::game::avatars::{Avatar, OwnAvatar, PresenceBook, status_color};
 use crate::game::movement::Prediction;
 use crate::net::link::{HttpJob, LinkStatus};
 use crate::net::{Connection, Net};
+use crate::ui::chat::ChatInput;
 
 /// Users listed at most.
 const LISTED: usize = 12;
@@ -23,7 +27,8 @@ const HUD_BG: Color = Color::srgba(0.06, 0.07, 0.1, 0.85);
 const ROW_HOVER_BG: Color = Color::srgba(0.3, 0.35, 0.5, 0.9);
 
 pub(super) fn plugin(app: &mut App) {
-    app.add_systems(Startup, spawn_hud).add_systems(Update, (draw_status, draw_nearby, click_nearby).chain());
+    app.add_systems(Startup, spawn_hud)
+        .add_systems(Update, (set_own_status, draw_status, draw_nearby, click_nearby).chain());
 }
 
 #[derive(Component)]
@@ -53,8 +58,9 @@ fn spawn_hud(mut commands: Commands) {
             position_type: PositionType::Absolute,
             left: px(8),
             top: px(8),
-            max_width: px(420),
+            max_width: px(600),
             flex_direction: FlexDirection::Column,
+            align_items: AlignItems::FlexStart,
             row_gap: px(6),
             ..default()
         },
@@ -94,10 +100,27 @@ fn spawn_hud(mut commands: Commands) {
     ));
 }
 
+fn set_own_status(keys: Res<ButtonInput<KeyCode>>, input: Res<ChatInput>, net: Res<Net>, conn: Res<Connection>) {
+    if input.focused || !conn.is_connected() {
+        return;
+    }
+    let status = if keys.just_pressed(KeyCode::F5) {
+        Status::Online
+    } else if keys.just_pressed(KeyCode::F6) {
+        Status::Away
+    } else if keys.just_pressed(KeyCode::F7) {
+        Status::Busy
+    } else {
+        return;
+    };
+    net.send(ClientMessage::SetStatus { status });
+}
+
 fn draw_status(
     conn: Res<Connection>,
     prediction: Res<Prediction>,
     world: Res<World>,
+    book: Res<PresenceBook>,
     mut dot: Single<&mut BackgroundColor, With<StatusDot>>,
     mut text: Single<&mut Text, With<StatusText>>,
 ) {
@@ -105,6 +128,9 @@ fn draw_status(
     if conn.is_connected()
         && let Some(at) = prediction.predicted
     {
+        if let Some(me) = conn.user_id {
+            line.push_str(&format!(" ({})", book.of(me).as_str()));
+        }
         line.push_str(&format!("  ({}, {})", at.x, at.y));
         if let Some(land) = world.0.land_at(at) {
             line.push_str(&format!(" - {}", land.name));
