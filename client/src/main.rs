@@ -19,6 +19,8 @@ mod game;
 mod net;
 mod render;
 mod screenshot;
+#[cfg(test)]
+mod tests;
 mod ui;
 
 use std::process::ExitCode;

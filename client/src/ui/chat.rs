@@ -344,11 +344,11 @@ impl ChatState {
                 room.name = name.clone();
                 self.request_history(*room_id, net);
             }
-            ServerMessage::UserJoined { room_id, user_id, .. } if Some(*user_id) == self.me => {
-                // Walked onto a land (or was added to a group): learn what the room is.
-                if self.rooms.get(room_id).is_none_or(|r| r.kind.is_empty()) {
-                    net.request(HttpJob::Sessions);
-                }
+            // Walked onto a land (or was added to a group): learn what the room is.
+            ServerMessage::UserJoined { room_id, user_id, .. }
+                if Some(*user_id) == self.me && self.rooms.get(room_id).is_none_or(|r| r.kind.is_empty()) =>
+            {
+                net.request(HttpJob::Sessions);
             }
             ServerMessage::Chat { room_id, seq, sender_id, sender_username, content, created_at, .. } => {
                 let line = Line {
@@ -463,10 +463,8 @@ fn type_chat(
                 input.text.pop();
             }
             Key::Space => input.text.push(' '),
-            Key::Character(s) => {
-                if input.text.len() + s.len() <= MAX_CONTENT_BYTES {
-                    input.text.extend(s.chars().filter(|c| !c.is_control()));
-                }
+            Key::Character(s) if input.text.len() + s.len() <= MAX_CONTENT_BYTES => {
+                input.text.extend(s.chars().filter(|c| !c.is_control()));
             }
             _ => {}
         }
