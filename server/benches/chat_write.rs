@@ -38,10 +38,11 @@ fn main() -> anyhow::Result<()> {
     let rate: u64 = arg("--rate").map(|r| r.parse()).transpose()?.unwrap_or(if full { 50_000 } else { 2_000 });
     let secs: f64 = arg("--secs").map(|r| r.parse()).transpose()?.unwrap_or(if full { 10.0 } else { 0.5 });
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(run(rate, secs, arg("--database-url")))
+    let commit_window = Duration::from_millis(arg("--commit-window-ms").map(|r| r.parse()).transpose()?.unwrap_or(0));
+    runtime.block_on(run(rate, secs, commit_window, arg("--database-url")))
 }
 
-async fn run(rate: u64, secs: f64, database_url: Option<String>) -> anyhow::Result<()> {
+async fn run(rate: u64, secs: f64, commit_window: Duration, database_url: Option<String>) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let url = database_url.unwrap_or_else(|| format!("sqlite://{}", dir.path().join("bench.db").display()));
     let db = Db::connect(&url).await?;
@@ -68,7 +69,7 @@ async fn run(rate: u64, secs: f64, database_url: Option<String>) -> anyhow::Resu
     let (chat, _tasks) = Chat::start(
         db.clone(),
         Keyring::single([7; 32]),
-        ChatSettings { max_content_bytes: 4096 },
+        ChatSettings { max_content_bytes: 4096, commit_window },
         &[],
         None,
         Duration::from_secs(3600),

@@ -139,7 +139,15 @@ pub struct ServeOptions {
     /// Seconds between retention purges (with --retention-days).
     #[arg(long, env = "LANDWORLD_RETENTION_INTERVAL_SECS", global = true)]
     pub retention_interval_secs: Option<f64>,
+    /// Group-commit window in milliseconds: the message writer waits this long after the first
+    /// message of a batch for more before committing (fewer commits and larger fan-out batches,
+    /// for this much added ack and delivery latency; 0 commits as soon as the writer is free).
+    #[arg(long, env = "LANDWORLD_COMMIT_WINDOW_MS", global = true)]
+    pub commit_window_ms: Option<u64>,
 }
+
+/// Default group-commit window (see `--commit-window-ms`).
+pub const DEFAULT_COMMIT_WINDOW_MS: u64 = 0;
 
 /// The `landworld.toml` file: the same options, snake_case keys.
 #[derive(Debug, Default, Deserialize)]
@@ -165,6 +173,7 @@ struct FileConfig {
     message_key: Option<String>,
     max_message_bytes: Option<usize>,
     retention_interval_secs: Option<f64>,
+    commit_window_ms: Option<u64>,
 }
 
 /// The resolved configuration the server runs with.
@@ -190,6 +199,7 @@ pub struct Config {
     pub message_key: Option<String>,
     pub max_message_bytes: usize,
     pub retention_interval: Duration,
+    pub commit_window: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -260,7 +270,12 @@ impl ServeOptions {
         if !(retention_every.is_finite() && retention_every > 0.0) {
             return Err(ConfigError::Invalid("retention_interval_secs must be positive".into()));
         }
+        let commit_window_ms = self.commit_window_ms.or(file.commit_window_ms).unwrap_or(DEFAULT_COMMIT_WINDOW_MS);
+        if commit_window_ms > 100 {
+            return Err(ConfigError::Invalid("commit_window_ms must be at most 100".into()));
+        }
         Ok(Config {
+            commit_window: Duration::from_millis(commit_window_ms),
             message_key: self.message_key.or(file.message_key),
             max_message_bytes,
             retention_interval: Duration::from_secs_f64(retention_every),
@@ -331,7 +346,7 @@ mod tests {
         let file = dir.path().join("landworld.toml");
         std::fs::write(
             &file,
-            "tick_hz = 10\nmax_step = 3\nnearby_interval_ms = 0\nallowed_origins = [\"http://a.test/\"]\n",
+            "tick_hz = 10\nmax_step = 3\nnearby_interval_ms = 0\ncommit_window_ms = 4\nallowed_origins = [\"http://a.test/\"]\n",
         )
         .expect("write");
         let opts = ServeOptions { config: Some(file.clone()), tick_hz: Some(30), ..Default::default() };
@@ -342,6 +357,10 @@ mod tests {
         let defaults = ServeOptions::default().resolve().expect("resolve");
         assert_eq!(defaults.nearby_interval, Duration::from_millis(200));
         let too_long = ServeOptions { nearby_interval_ms: Some(60_000), ..Default::default() };
+        assert!(matches!(too_long.resolve(), Err(ConfigError::Invalid(_))));
+        assert_eq!(c.commit_window, Duration::from_millis(4));
+        assert_eq!(defaults.commit_window, Duration::from_millis(DEFAULT_COMMIT_WINDOW_MS));
+        let too_long = ServeOptions { commit_window_ms: Some(1_000), ..Default::default() };
         assert!(matches!(too_long.resolve(), Err(ConfigError::Invalid(_))));
         assert_eq!(c.allowed_origins, vec!["http://a.test".to_string()]);
         assert_eq!(c.http_addr.port(), 8000);

@@ -730,3 +730,39 @@ both_backends!(a_stalled_reader_is_disconnected_while_others_keep_flowing, |app|
     drop(ws_stalled);
     Ok(())
 });
+
+/// `--commit-window-ms`: messages sent within the window after a batch's first message are
+/// committed together — one transaction, so they carry the same `created_at` — and each is
+/// still acked and delivered once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_window_gathers_the_messages_sent_within_it_into_one_commit() -> Result<()> {
+    let app = landworld_tests::spawn_app_with(landworld_tests::Backend::Sqlite, |c| {
+        c.commit_window = Duration::from_millis(400);
+    })
+    .await?
+    .expect("sqlite is always available");
+    let alice = app.user("alice").await?;
+    let land = first_land(&app, &alice).await?;
+    let (mut wa, ja) = joined(&app, &alice, &land).await?;
+    let room = ja["room_id"].as_str().unwrap().to_string();
+    for i in 0..4 {
+        wa.send(json!({"type": "send_message", "room_id": room, "content": format!("w{i}"), "client_msg_id": format!("w-{i}")}))
+            .await?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut acks = Vec::new();
+    let mut delivered = Vec::new();
+    while acks.len() < 4 || delivered.len() < 4 {
+        let f = wa.next().await?;
+        match f["type"].as_str() {
+            Some("message_ack") => acks.push(f),
+            Some("message") => delivered.push(f["content"].as_str().unwrap().to_string()),
+            _ => {}
+        }
+    }
+    let seqs: Vec<i64> = acks.iter().map(|a| a["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, [1, 2, 3, 4]);
+    assert!(acks.iter().all(|a| a["created_at"] == acks[0]["created_at"]), "one commit: {acks:?}");
+    assert_eq!(delivered, ["w0", "w1", "w2", "w3"]);
+    Ok(())
+}

@@ -117,6 +117,8 @@ pub struct MessagePosition {
 #[derive(Clone, Debug)]
 pub struct ChatSettings {
     pub max_content_bytes: usize,
+    /// How long the writer gathers a batch after its first message (0: no waiting).
+    pub commit_window: Duration,
 }
 
 struct Inner {
@@ -166,6 +168,7 @@ impl Chat {
         stop: CancellationToken,
     ) -> Result<(Self, ChatTasks), StoreError> {
         let now = now_ms();
+        let commit_window = settings.commit_window;
         let prox = db.ensure_proximity_session(now).await?;
         let proximity_room = Arc::new(room_from_row(&prox, Vec::new()));
         let mut hub = Hub::default();
@@ -192,7 +195,7 @@ impl Chat {
                 rate: AtomicU64::new(0),
             }),
         };
-        let writer = tokio::spawn(writer::run(db.clone(), keys, rx, fan_tx));
+        let writer = tokio::spawn(writer::run(db.clone(), keys, commit_window, rx, fan_tx));
         let fanout = tokio::spawn(fanout_loop(chat.clone(), fan_rx));
         let upkeep = tokio::spawn(upkeep_loop(chat.clone(), retention_days, retention_every, stop));
         Ok((chat, ChatTasks { writer, fanout, upkeep }))

@@ -117,11 +117,21 @@ pub enum WriterMsg {
     Flush(oneshot::Sender<()>),
 }
 
-pub async fn run(db: Db, keys: Keyring, mut rx: mpsc::Receiver<WriterMsg>, fanout: mpsc::Sender<FanOut>) {
+/// Runs the writer. With a `window`, a batch stays open that long after its first message for
+/// more to arrive (fewer, larger commits and fan-out rounds); without one it holds whatever
+/// queued while the previous batch committed.
+pub async fn run(
+    db: Db,
+    keys: Keyring,
+    window: std::time::Duration,
+    mut rx: mpsc::Receiver<WriterMsg>,
+    fanout: mpsc::Sender<FanOut>,
+) {
     let mut recent = RecentKeys::new();
     let mut seqs: HashMap<Uuid, i64> = HashMap::new();
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
+        let deadline = tokio::time::Instant::now() + window;
         let mut flushes = Vec::new();
         let mut next = Some(first);
         while let Some(msg) = next.take() {
@@ -133,7 +143,11 @@ pub async fn run(db: Db, keys: Keyring, mut rx: mpsc::Receiver<WriterMsg>, fanou
                 }
             }
             if batch.len() < MAX_BATCH {
-                next = rx.try_recv().ok();
+                next = match rx.try_recv() {
+                    Ok(msg) => Some(msg),
+                    Err(_) if !window.is_zero() => tokio::time::timeout_at(deadline, rx.recv()).await.ok().flatten(),
+                    Err(_) => None,
+                };
             }
         }
         if !batch.is_empty() {

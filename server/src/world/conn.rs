@@ -2,7 +2,7 @@
 //! that closes it. The connection task owns the socket; the world never waits on it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 
 use axum::extract::ws::Utf8Bytes;
 use landworld_shared::limits::close_code;
@@ -42,6 +42,9 @@ pub const SEND_QUEUE: usize = 1024;
 #[derive(Debug, Default)]
 pub struct ConnControl {
     code: AtomicU16,
+    /// Set with the token: checking it is one atomic load, where the token takes a lock (the
+    /// writer checks on every wake-up).
+    closed: AtomicBool,
     token: CancellationToken,
     /// Frames in the queue (pushed and not yet taken by the connection task).
     queued: AtomicUsize,
@@ -50,6 +53,7 @@ pub struct ConnControl {
 impl ConnControl {
     pub fn close(&self, code: u16) {
         let _ = self.code.compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
+        self.closed.store(true, Ordering::Release);
         self.token.cancel();
     }
 
@@ -63,7 +67,7 @@ impl ConnControl {
     }
 
     pub fn is_closed(&self) -> bool {
-        self.token.is_cancelled()
+        self.closed.load(Ordering::Acquire)
     }
 }
 

@@ -21,7 +21,6 @@ use futures_util::{SinkExt, StreamExt};
 use landworld_shared::limits::{self, MAX_FRAME_BYTES, close_code};
 use landworld_shared::protocol::ws::{ClientFrame, ServerFrame, Status, error_code, parse_client_frame};
 use landworld_shared::world::TilePos;
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::limits::{Strikes, TokenBucket};
@@ -39,8 +38,11 @@ const READ_LIMIT: usize = 1024 * 1024;
 /// Initial read buffer per connection (grows for big frames); small so that idle connections
 /// stay cheap (client frames are commands of a few hundred bytes).
 const READ_BUFFER: usize = 1024;
-/// Frames written per flush at most.
-const WRITE_BATCH: usize = 64;
+/// Queue items written per flush at most. tungstenite keeps its output buffer at the size of
+/// the largest flush, so a burst of single frames (a crowded land's `user_joined`s) should not
+/// leave every connection holding a large buffer; a delivery batch is one item however many
+/// messages it holds.
+const WRITE_BATCH: usize = 16;
 /// Room for queued frames a connection keeps between flushes.
 const IDLE_BATCH: usize = 4;
 /// All frames: rate and burst per connection.
