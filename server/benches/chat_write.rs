@@ -69,7 +69,7 @@ async fn run(rate: u64, secs: f64, commit_window: Duration, database_url: Option
     let (chat, _tasks) = Chat::start(
         db.clone(),
         Keyring::single([7; 32]),
-        ChatSettings { max_content_bytes: 4096, commit_window },
+        ChatSettings { max_content_bytes: 4096, commit_window, delivery_window: Duration::ZERO },
         &[],
         None,
         Duration::from_secs(3600),

@@ -129,7 +129,11 @@ impl Application {
         let (chat, chat_tasks) = Chat::start(
             db.clone(),
             message_keys,
-            ChatSettings { max_content_bytes: config.max_message_bytes, commit_window: config.commit_window },
+            ChatSettings {
+                max_content_bytes: config.max_message_bytes,
+                commit_window: config.commit_window,
+                delivery_window: config.delivery_window,
+            },
             &land_names,
             config.retention_days,
             config.retention_interval,

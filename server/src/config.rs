@@ -144,10 +144,18 @@ pub struct ServeOptions {
     /// for this much added ack and delivery latency; 0 commits as soon as the writer is free).
     #[arg(long, env = "LANDWORLD_COMMIT_WINDOW_MS", global = true)]
     pub commit_window_ms: Option<u64>,
+    /// Delivery window in milliseconds: committed messages are gathered this long before they
+    /// go to the members, so each connection gets several per socket write (acks are not
+    /// delayed; 0 delivers as soon as a commit is done).
+    #[arg(long, env = "LANDWORLD_DELIVERY_WINDOW_MS", global = true)]
+    pub delivery_window_ms: Option<u64>,
 }
 
 /// Default group-commit window (see `--commit-window-ms`).
 pub const DEFAULT_COMMIT_WINDOW_MS: u64 = 0;
+
+/// Default delivery window (see `--delivery-window-ms`).
+pub const DEFAULT_DELIVERY_WINDOW_MS: u64 = 5;
 
 /// The `landworld.toml` file: the same options, snake_case keys.
 #[derive(Debug, Default, Deserialize)]
@@ -174,6 +182,7 @@ struct FileConfig {
     max_message_bytes: Option<usize>,
     retention_interval_secs: Option<f64>,
     commit_window_ms: Option<u64>,
+    delivery_window_ms: Option<u64>,
 }
 
 /// The resolved configuration the server runs with.
@@ -200,6 +209,7 @@ pub struct Config {
     pub max_message_bytes: usize,
     pub retention_interval: Duration,
     pub commit_window: Duration,
+    pub delivery_window: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -274,8 +284,14 @@ impl ServeOptions {
         if commit_window_ms > 100 {
             return Err(ConfigError::Invalid("commit_window_ms must be at most 100".into()));
         }
+        let delivery_window_ms =
+            self.delivery_window_ms.or(file.delivery_window_ms).unwrap_or(DEFAULT_DELIVERY_WINDOW_MS);
+        if delivery_window_ms > 100 {
+            return Err(ConfigError::Invalid("delivery_window_ms must be at most 100".into()));
+        }
         Ok(Config {
             commit_window: Duration::from_millis(commit_window_ms),
+            delivery_window: Duration::from_millis(delivery_window_ms),
             message_key: self.message_key.or(file.message_key),
             max_message_bytes,
             retention_interval: Duration::from_secs_f64(retention_every),
@@ -361,6 +377,11 @@ mod tests {
         assert_eq!(c.commit_window, Duration::from_millis(4));
         assert_eq!(defaults.commit_window, Duration::from_millis(DEFAULT_COMMIT_WINDOW_MS));
         let too_long = ServeOptions { commit_window_ms: Some(1_000), ..Default::default() };
+        assert!(matches!(too_long.resolve(), Err(ConfigError::Invalid(_))));
+        assert_eq!(defaults.delivery_window, Duration::from_millis(DEFAULT_DELIVERY_WINDOW_MS));
+        let off = ServeOptions { delivery_window_ms: Some(0), ..Default::default() }.resolve().expect("resolve");
+        assert_eq!(off.delivery_window, Duration::ZERO);
+        let too_long = ServeOptions { delivery_window_ms: Some(1_000), ..Default::default() };
         assert!(matches!(too_long.resolve(), Err(ConfigError::Invalid(_))));
         assert_eq!(c.allowed_origins, vec!["http://a.test".to_string()]);
         assert_eq!(c.http_addr.port(), 8000);

@@ -172,6 +172,19 @@ impl TestApp {
         Ok(next)
     }
 
+    /// Stops the server and starts a new one on the same data directory, database and
+    /// addresses (HTTP and UDP), as a restarted server comes back for its clients.
+    pub async fn restart_in_place(mut self) -> Result<Self> {
+        self.stop().await?;
+        let dir = self._data_dir.take();
+        let mut config = self.config.clone();
+        config.http_addr = self.addr;
+        config.udp_addr = self.udp_addr;
+        let mut next = Self::start(config, self.backend).await?;
+        next._data_dir = dir;
+        Ok(next)
+    }
+
     pub async fn post(&self, path: &str, body: &Value, token: Option<&str>) -> Result<(u16, Value)> {
         let mut req = self.http.post(self.url(path)).json(body);
         if let Some(t) = token {

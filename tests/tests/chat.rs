@@ -766,3 +766,75 @@ async fn a_commit_window_gathers_the_messages_sent_within_it_into_one_commit() -
     assert_eq!(delivered, ["w0", "w1", "w2", "w3"]);
     Ok(())
 }
+
+async fn windowed_app(delivery_ms: u64) -> Result<TestApp> {
+    landworld_tests::spawn_app_with(landworld_tests::Backend::Sqlite, |c| {
+        c.delivery_window = Duration::from_millis(delivery_ms);
+    })
+    .await?
+    .ok_or_else(|| anyhow!("sqlite is always available"))
+}
+
+/// `--delivery-window-ms`: acks go out at commit; deliveries are gathered for the window, so
+/// messages sent within it reach members together (here: every ack before the first delivery),
+/// each once and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_window_acks_at_once_and_delivers_the_gathered_messages_together() -> Result<()> {
+    let app = windowed_app(400).await?;
+    let alice = app.user("alice").await?;
+    let bob = app.user("bob").await?;
+    let land = first_land(&app, &alice).await?;
+    let (mut wa, ja) = joined(&app, &alice, &land).await?;
+    let room = ja["room_id"].as_str().unwrap().to_string();
+    let (mut wb, _) = joined(&app, &bob, &room).await?;
+    for i in 0..3 {
+        wa.send(json!({"type": "send_message", "room_id": room, "content": format!("d{i}"), "client_msg_id": format!("d-{i}")}))
+            .await?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut order = Vec::new();
+    while order.iter().filter(|k: &&String| k.starts_with("message:")).count() < 3 {
+        let f = wa.next().await?;
+        match f["type"].as_str() {
+            Some("message_ack") => order.push(format!("ack:{}", f["seq"])),
+            Some("message") => order.push(format!("message:{}", f["seq"])),
+            _ => {}
+        }
+    }
+    assert_eq!(order, ["ack:1", "ack:2", "ack:3", "message:1", "message:2", "message:3"]);
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let m = wb.expect("message").await?;
+        seen.push(m["content"].as_str().unwrap().to_string());
+    }
+    assert_eq!(seen, ["d0", "d1", "d2"]);
+    Ok(())
+}
+
+/// A deletion right after the ack, while the delivery is still being gathered, reaches the
+/// other members after the message it deletes, never before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_never_overtakes_the_message_it_deletes() -> Result<()> {
+    let app = windowed_app(400).await?;
+    let alice = app.user("alice").await?;
+    let bob = app.user("bob").await?;
+    let land = first_land(&app, &alice).await?;
+    let (mut wa, ja) = joined(&app, &alice, &land).await?;
+    let room = ja["room_id"].as_str().unwrap().to_string();
+    let (mut wb, _) = joined(&app, &bob, &room).await?;
+    let ack = send(&mut wa, &room, "regret", "r1").await?;
+    let id = ack["message_id"].as_str().unwrap().to_string();
+    let (status, _) =
+        app.delete(&format!("/api/v1/chat/sessions/{room}/messages/{id}"), None, Some(&alice.token)).await?;
+    assert_eq!(status, 204);
+    let mut order = Vec::new();
+    while !order.iter().any(|k| k == "message_deleted") {
+        let f = wb.next().await?;
+        if let Some(kind @ ("message" | "message_deleted")) = f["type"].as_str() {
+            assert_eq!(f["message_id"], id.as_str());
+            order.push(kind.to_string());
+        }
+    }
+    assert_eq!(order, ["message", "message_deleted"]);
+    Ok(())
+}

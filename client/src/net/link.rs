@@ -510,9 +510,9 @@ mod tests {
     /// Against the real server (in-process, port 0): signs in (`--register` with an existing
     /// account is fine), connects over UDP, is welcomed and sees its own position in snapshots,
     /// chats with an ack, lists sessions and loads history over REST; when the server stops,
-    /// reports the loss and retries with backoff.
+    /// reports the loss and retries with backoff, and reconnects once the server is back.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn joins_the_world_chats_and_retries_when_the_server_goes_away() -> anyhow::Result<()> {
+    async fn joins_the_world_chats_and_reconnects_when_the_server_comes_back() -> anyhow::Result<()> {
         let Some(mut app) = landworld_tests::spawn_app(landworld_tests::Backend::Sqlite).await? else {
             anyhow::bail!("SQLite is always available");
         };
@@ -558,7 +558,15 @@ mod tests {
         })
         .await;
         assert!(matches!(lost, NetEvent::Status(LinkStatus::Reconnecting { retry_in, .. }) if retry_in == backoff(1)));
+        // The server comes back on the same addresses: the link signs in again with a fresh
+        // token, reconnects over UDP and is welcomed at its saved position.
+        let app = app.restart_in_place().await?;
+        wait_for(&link, "connected again", |e| matches!(e, NetEvent::Status(LinkStatus::Connected))).await;
+        let again =
+            wait_for(&link, "welcome again", |e| matches!(e, NetEvent::Game(ServerMessage::Welcome { .. }))).await;
+        assert!(matches!(again, NetEvent::Game(ServerMessage::Welcome { user_id: u, .. }) if u == user.id));
         drop(link);
+        drop(app);
         Ok(())
     }
 

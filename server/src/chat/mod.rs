@@ -119,6 +119,9 @@ pub struct ChatSettings {
     pub max_content_bytes: usize,
     /// How long the writer gathers a batch after its first message (0: no waiting).
     pub commit_window: Duration,
+    /// How long the fan-out gathers committed messages before delivering them (acks are not
+    /// delayed; 0: deliver each round at once).
+    pub delivery_window: Duration,
 }
 
 struct Inner {
@@ -127,6 +130,8 @@ struct Inner {
     settings: ChatSettings,
     hub: RwLock<Hub>,
     writer: mpsc::Sender<WriterMsg>,
+    /// The fan-out's queue, for frames that must stay in order with deliveries.
+    fanout: mpsc::Sender<FanOut>,
     world: OnceLock<mpsc::Sender<WorldCommand>>,
     proximity_room: Arc<Room>,
     typing: Mutex<HashMap<(Uuid, Uuid), Instant>>,
@@ -187,6 +192,7 @@ impl Chat {
                 settings,
                 hub: RwLock::new(hub),
                 writer: tx,
+                fanout: fan_tx.clone(),
                 world: OnceLock::new(),
                 proximity_room,
                 typing: Mutex::new(HashMap::new()),
@@ -639,11 +645,13 @@ impl Chat {
         }
         if self.inner.db.soft_delete_message(message_id, now_ms()).await? {
             let frame = encode(&ServerFrame::MessageDeleted { room_id: room.id, message_id });
-            let hub = self.hub_read();
-            match room.kind {
-                RoomKind::Proximity => hub.send_to_users([row.sender_id].iter(), &frame),
-                _ => hub.send_to_users(room.member_ids().iter(), &frame),
-            }
+            let users = match room.kind {
+                RoomKind::Proximity => vec![row.sender_id],
+                _ => room.member_ids(),
+            };
+            // Through the fan-out, behind any delivery still gathering: a member never hears of
+            // a deletion before the message.
+            let _ = self.inner.fanout.send(FanOut::Broadcast { users, frame }).await;
         }
         Ok(())
     }
@@ -785,17 +793,34 @@ const MAX_ROUND: usize = 64;
 
 /// Acks senders and delivers committed messages, in commit order. Commit batches that queued up
 /// while a round was delivered are merged into the next round, so each member connection gets
-/// one queue item (one wake-up, one socket write) per room per round, whatever the rate.
+/// one queue item (one wake-up, one socket write) per room per round. With a delivery window
+/// the round stays open that long after its first message (acks go out at once); a broadcast
+/// closes the round first, so it arrives after the messages before it.
 async fn fanout_loop(chat: Chat, mut rx: mpsc::Receiver<FanOut>) {
+    let window = chat.inner.settings.delivery_window;
     let mut round = Round::default();
     while let Some(first) = rx.recv().await {
-        round.add(first);
-        let mut merged = 1;
-        while merged < MAX_ROUND
-            && let Ok(next) = rx.try_recv()
-        {
-            round.add(next);
-            merged += 1;
+        let deadline = tokio::time::Instant::now() + window;
+        let mut next = Some(first);
+        let mut merged = 0;
+        while let Some(msg) = next.take() {
+            if let FanOut::Broadcast { users, frame } = msg {
+                round.deliver(&chat);
+                chat.hub_read().send_to_users(users.iter(), &frame);
+            } else {
+                round.add(msg);
+                merged += 1;
+            }
+            if merged >= MAX_ROUND {
+                break;
+            }
+            next = match rx.try_recv() {
+                Ok(msg) => Some(msg),
+                Err(_) if !window.is_zero() && round.has_deliveries() => {
+                    tokio::time::timeout_at(deadline, rx.recv()).await.ok().flatten()
+                }
+                Err(_) => None,
+            };
         }
         round.deliver(&chat);
     }
@@ -811,6 +836,10 @@ struct Round {
 }
 
 impl Round {
+    fn has_deliveries(&self) -> bool {
+        !self.rooms.is_empty() || !self.proximity.is_empty()
+    }
+
     fn add(&mut self, batch: FanOut) {
         match batch {
             FanOut::Stored(stored) => {
@@ -855,6 +884,7 @@ impl Round {
                     }
                 }
             }
+            FanOut::Broadcast { .. } => {}
             FanOut::Failed(failed) => {
                 for f in failed {
                     match f.outgoing.reply {
@@ -871,6 +901,9 @@ impl Round {
     }
 
     fn deliver(&mut self, chat: &Chat) {
+        if !self.has_deliveries() && self.new == 0 {
+            return;
+        }
         let mut delivered = 0u64;
         let rooms: Vec<(Arc<Room>, RoomBatch)> =
             self.rooms.drain(..).map(|(room, frames)| (room, RoomBatch::new(frames))).collect();

@@ -70,6 +70,12 @@ pub struct Failed {
 pub enum FanOut {
     Stored(Vec<Stored>),
     Failed(Vec<Failed>),
+    /// A frame about earlier messages (`message_deleted`) for these users' connections: sent
+    /// after every message queued before it, so it never overtakes the message it is about.
+    Broadcast {
+        users: Vec<Uuid>,
+        frame: crate::world::conn::OutFrame,
+    },
 }
 
 /// The last [`RECENT_KEYS`] `(sender, client_msg_id)` keys and what they committed, looked up by
