@@ -20,6 +20,10 @@ use uuid::Uuid;
 
 const SENDERS: usize = 64;
 
+// The allocator the server binary runs with (src/main.rs), so the bench measures the same code.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
