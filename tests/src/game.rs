@@ -7,7 +7,7 @@
 //! as `renet_netcode::NetcodeClientTransport`, written out here so that every datagram that
 //! arrives is counted (connection keep-alives, acks and snapshots alike).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,9 +16,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine;
 use landworld_shared::protocol::game::{
-    AvatarState, ClientChannel, ClientMessage, Entry, ServerChannel, ServerMessage, Snapshot, apply_snapshot,
-    connection_config, decode_server, encode,
+    AvatarState, ClientChannel, ClientMessage, ServerChannel, ServerMessage, connection_config, decode_server, encode,
 };
+pub use landworld_shared::protocol::replica::{Replica, Seen};
 use landworld_shared::world::TilePos;
 use renet::RenetClient;
 use renetcode::{ClientAuthentication, ConnectToken, NetcodeClient};
@@ -28,17 +28,6 @@ use crate::{TestApp, TestUser, WAIT};
 
 /// How often the bot's thread pumps the connection.
 const PUMP: Duration = Duration::from_millis(5);
-/// Snapshot states kept as possible baselines.
-const HISTORY: usize = 64;
-
-/// An avatar the server spawned in the bot's view.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Seen {
-    pub user_id: Uuid,
-    pub username: String,
-    pub pos: TilePos,
-}
-
 /// Everything the bot knows, updated by its thread.
 #[derive(Debug, Default)]
 pub struct BotState {
@@ -49,32 +38,28 @@ pub struct BotState {
     pub user_id: Option<Uuid>,
     /// The own avatar (welcome, moves, snapshots).
     pub pos: Option<TilePos>,
-    /// Avatars in view by short id.
-    pub avatars: BTreeMap<u16, Seen>,
+    /// Avatars in view and their positions from delta snapshots (the client's own replica).
+    pub view: Replica,
     /// Full-state replication: the last list received.
     pub full_state: Vec<AvatarState>,
-    pub snapshots: u64,
     pub full_states: u64,
-    pub snapshot_errors: u64,
     /// UDP payload bytes and datagrams received from the server (IP/UDP headers not included).
     pub bytes_in: u64,
     pub packets_in: u64,
     pub bytes_out: u64,
     pub packets_out: u64,
-    last_tick: Option<u32>,
-    history: VecDeque<(u32, Vec<Entry>)>,
 }
 
 impl BotState {
     /// The avatars in view as (user id, username, position), by username.
     pub fn visible(&self) -> Vec<Seen> {
-        let mut v: Vec<Seen> = self.avatars.values().cloned().collect();
+        let mut v: Vec<Seen> = self.view.avatars.values().cloned().collect();
         v.sort_by(|a, b| a.username.cmp(&b.username));
         v
     }
 
     pub fn sees(&self, user_id: Uuid) -> Option<TilePos> {
-        self.avatars.values().find(|s| s.user_id == user_id).map(|s| s.pos)
+        self.view.avatars.values().find(|s| s.user_id == user_id).map(|s| s.pos)
     }
 
     fn apply(&mut self, msg: &ServerMessage) -> Option<u32> {
@@ -84,20 +69,16 @@ impl BotState {
                 self.pos = Some(TilePos::new(*x, *y));
             }
             ServerMessage::Moved { x, y, .. } => self.pos = Some(TilePos::new(*x, *y)),
-            ServerMessage::Spawn { id, user_id, username, x, y } => {
-                // A snapshot that already placed this id (the unreliable channel can overtake the
-                // reliable one) is newer than the spawn's position.
-                let latest = self
-                    .history
-                    .back()
-                    .and_then(|(_, state)| state.binary_search_by_key(id, |&(i, _)| i).ok().map(|k| state[k].1));
-                let pos = latest.unwrap_or(TilePos::new(*x, *y));
-                self.avatars.insert(*id, Seen { user_id: *user_id, username: username.clone(), pos });
+            ServerMessage::Spawn { .. } | ServerMessage::Despawn { .. } => {
+                self.view.apply(msg);
             }
-            ServerMessage::Despawn { id } => {
-                self.avatars.remove(id);
+            ServerMessage::Snapshot(_) => {
+                let tick = self.view.apply(msg);
+                if tick.is_some() {
+                    self.pos = self.view.own.map(|(_, at)| at);
+                }
+                return tick;
             }
-            ServerMessage::Snapshot(s) => return self.apply_snapshot(s),
             ServerMessage::FullState { x, y, avatars, .. } => {
                 self.full_states += 1;
                 self.pos = Some(TilePos::new(*x, *y));
@@ -106,39 +87,6 @@ impl BotState {
             _ => {}
         }
         None
-    }
-
-    /// Applies a snapshot onto its baseline; returns the tick to acknowledge.
-    fn apply_snapshot(&mut self, s: &Snapshot) -> Option<u32> {
-        if self.last_tick.is_some_and(|t| s.tick <= t) {
-            return None; // late (unreliable channel): a newer state is already applied
-        }
-        let empty = Vec::new();
-        let base = match s.base_tick() {
-            None => &empty,
-            Some(t) => &self.history.iter().find(|(bt, _)| *bt == t)?.1,
-        };
-        let viewer = TilePos::new(s.x, s.y);
-        let state = match apply_snapshot(base, &s.body, viewer) {
-            Ok(state) => state,
-            Err(_) => {
-                self.snapshot_errors += 1;
-                return None;
-            }
-        };
-        for &(id, pos) in &state {
-            if let Some(seen) = self.avatars.get_mut(&id) {
-                seen.pos = pos;
-            }
-        }
-        self.history.push_back((s.tick, state));
-        while self.history.len() > HISTORY {
-            self.history.pop_front();
-        }
-        self.pos = Some(viewer);
-        self.last_tick = Some(s.tick);
-        self.snapshots += 1;
-        Some(s.tick)
     }
 }
 
@@ -393,7 +341,7 @@ impl GameBot {
 
     /// Ids in view keyed by user id (for assertions).
     pub fn visible_users(&self) -> HashMap<Uuid, TilePos> {
-        self.state().avatars.values().map(|s| (s.user_id, s.pos)).collect()
+        self.state().view.avatars.values().map(|s| (s.user_id, s.pos)).collect()
     }
 }
 

@@ -78,7 +78,7 @@ both_backends!(game_client_connects_moves_and_sees_only_its_view, |app| {
     assert!(bot.state().visible().iter().any(|s| s.username == near.username));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(bot.state().sees(far.id), None, "33 tiles away is outside the view");
-    assert_eq!(bot.state().avatars.len(), 1);
+    assert_eq!(bot.state().view.avatars.len(), 1);
 
     // The far user steps to 32 tiles: spawned; steps back: despawned.
     step(&mut far_ws, at(o.x + r, o.y)).await?;
@@ -112,8 +112,8 @@ both_backends!(game_client_connects_moves_and_sees_only_its_view, |app| {
     step(&mut near_ws, at(o.x + 3, o.y)).await?;
     bot.wait_for("the near user's new position", WAIT, |s| (s.sees(near.id) == Some(at(o.x + 3, o.y))).then_some(()))
         .await?;
-    assert!(bot.state().snapshots > 0);
-    assert_eq!(bot.state().snapshot_errors, 0);
+    assert!(bot.state().view.snapshots > 0);
+    assert_eq!(bot.state().view.snapshot_errors, 0);
 
     // Full-state replication (the bandwidth comparison's baseline) carries the same view.
     bot.send(&ClientMessage::SetReplication { mode: Replication::FullState });

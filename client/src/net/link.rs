@@ -29,7 +29,7 @@ use renetcode::{ClientAuthentication, ConnectToken, NetcodeClient};
 use uuid::Uuid;
 
 use super::http::{Api, ApiError, HistoryMessage, OnlineUser, SessionInfo, UserInfo};
-use super::replica::Replica;
+use landworld_shared::protocol::replica::Replica;
 
 /// How often the session thread pumps the connection.
 const PUMP: Duration = Duration::from_millis(5);

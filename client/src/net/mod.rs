@@ -1,5 +1,5 @@
-//! Networking: the REST API ([`http`]), the UDP game connection and its threads ([`link`]) and
-//! the replicated view ([`replica`]).
+//! Networking: the REST API ([`http`]) and the UDP game connection and its threads ([`link`]),
+//! which keeps the replicated view (`landworld_shared::protocol::replica`).
 //!
 //! This plugin starts the [`link::Link`] when `--server` is given and, each frame in
 //! `PreUpdate` (before every reader in `Update`), turns what the network threads reported into [`FromServer`] messages that
@@ -8,7 +8,6 @@
 
 pub mod http;
 pub mod link;
-pub mod replica;
 
 use std::time::{Duration, Instant};
 

@@ -3,4 +3,5 @@
 //! in a later issue.
 
 pub mod game;
+pub mod replica;
 pub mod ws;

@@ -120,7 +120,9 @@ async fn main() -> Result<()> {
     full.send(&ClientMessage::SetReplication { mode: Replication::FullState });
     let n = paths.len();
     // The observers see each other too: n movers + 1.
-    delta.wait_for("every mover in view", Duration::from_secs(20), |s| (s.avatars.len() > n).then_some(())).await?;
+    delta
+        .wait_for("every mover in view", Duration::from_secs(20), |s| (s.view.avatars.len() > n).then_some(()))
+        .await?;
     full.wait_for("every mover in full state", Duration::from_secs(20), |s| (s.full_state.len() > n).then_some(()))
         .await?;
 
@@ -156,7 +158,7 @@ async fn main() -> Result<()> {
     let move_hz = (m1 - m0) as f64 / secs / n as f64;
     let (errors, snapshots) = {
         let s = delta.state();
-        (s.snapshot_errors, s.snapshots)
+        (s.view.snapshot_errors, s.view.snapshots)
     };
     println!("game bandwidth: {n} visible avatars, measured {secs:.1} s, {move_hz:.1} accepted moves/s per avatar");
     println!("| replication | bytes/s per client (UDP payload) | datagrams/s | with IPv4+UDP headers |");

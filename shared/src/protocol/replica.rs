@@ -1,14 +1,15 @@
-//! The view the server replicates to this client: the avatars in view (spawned and despawned
+//! The view the server replicates to a game client: the avatars in view (spawned and despawned
 //! on the reliable channel) and their positions from delta snapshots (unreliable), applied onto
-//! the baselines they were encoded against (see `landworld_shared::protocol::game`).
+//! the baselines they were encoded against (see [`super::game`]).
 //!
-//! Kept by the network thread, which acknowledges each applied snapshot at once (the server
-//! encodes the next one against it); the Bevy app reads it every frame.
+//! One implementation for every game client: `landworld-client`'s network thread and the
+//! headless test client both keep a [`Replica`] and acknowledge each applied snapshot at once
+//! (the server encodes the next one against it).
 
 use std::collections::{BTreeMap, VecDeque};
 
-use landworld_shared::protocol::game::{Entry, ServerMessage, Snapshot, apply_snapshot};
-use landworld_shared::world::TilePos;
+use super::game::{Entry, ServerMessage, Snapshot, apply_snapshot};
+use crate::world::TilePos;
 use uuid::Uuid;
 
 /// Snapshot states kept as possible baselines (the server keeps as many).
@@ -93,7 +94,7 @@ impl Replica {
 
 #[cfg(test)]
 mod tests {
-    use landworld_shared::protocol::game::encode_snapshot;
+    use crate::protocol::game::encode_snapshot;
 
     use super::*;
 
