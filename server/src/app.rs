@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use landworld_shared::world::{Rect, WorldMap};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -255,6 +256,13 @@ impl Application {
         let db = state.db.clone();
         let chat = state.chat.clone();
         let router = api::router(state);
+        // No Nagle: chat frames are small and latency-bound. With Nagle a frame written while
+        // the previous one is unacknowledged waits for the client's (delayed) ACK, tens of ms.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "setting TCP_NODELAY failed");
+            }
+        });
         let served = axum::serve(listener, router.into_make_service())
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await;

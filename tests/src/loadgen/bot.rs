@@ -34,7 +34,7 @@ const DIRS: [(i32, i32); 8] = [(1, 0), (0, 1), (-1, 0), (0, -1), (1, 1), (-1, 1)
 
 /// The fields of `message` and `message_ack` frames the load tool checks, borrowed from the
 /// frame's text (strings with escapes are the only ones copied).
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, Debug, Default, PartialEq)]
 struct HotFrame<'a> {
     #[serde(rename = "type", borrow)]
     kind: &'a str,
@@ -45,6 +45,100 @@ struct HotFrame<'a> {
     content: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow)]
     client_msg_id: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl<'a> HotFrame<'a> {
+    /// Reads the hot fields: a single pass over a flat JSON object (what the server sends for
+    /// `message` and `message_ack`), falling back to serde for anything else — nested values,
+    /// escapes in the fields it keeps — so the result is always what serde would give. The
+    /// tool reads every delivery of a run and shares the cores with the server: this pass costs
+    /// a fraction of a general deserializer that also skips the fields nobody needs.
+    fn parse(text: &'a str) -> Option<Self> {
+        Self::scan(text).or_else(|| serde_json::from_str(text).ok())
+    }
+
+    fn scan(text: &'a str) -> Option<Self> {
+        let b = text.as_bytes();
+        let mut i = skip_ws(b, 0);
+        if b.get(i) != Some(&b'{') {
+            return None;
+        }
+        i += 1;
+        let mut hot = HotFrame::default();
+        let mut kind = None;
+        loop {
+            i = skip_ws(b, i);
+            match b.get(i)? {
+                b'}' => break,
+                b'"' => {}
+                _ => return None,
+            }
+            let (key, after) = plain_string(text, i)?;
+            i = skip_ws(b, after);
+            if b.get(i) != Some(&b':') {
+                return None;
+            }
+            i = skip_ws(b, i + 1);
+            let value_end = match b.get(i)? {
+                b'"' => {
+                    let (value, end) = plain_string(text, i)?;
+                    match key {
+                        "type" => kind = Some(value),
+                        "room_id" => hot.room_id = Some(value.parse().ok()?),
+                        "sender_id" => hot.sender_id = Some(value.parse().ok()?),
+                        "content" => hot.content = Some(value.into()),
+                        "client_msg_id" => hot.client_msg_id = Some(value.into()),
+                        "seq" => return None,
+                        _ => {}
+                    }
+                    end
+                }
+                b'{' | b'[' => return None,
+                _ => {
+                    let len = b[i..].iter().position(|c| matches!(c, b',' | b'}' | b' ' | b'\n' | b'\r' | b'\t'))?;
+                    let raw = &text[i..i + len];
+                    match (key, raw) {
+                        (_, "null") if key != "type" => {}
+                        ("seq", n) => hot.seq = Some(n.parse().ok()?),
+                        ("type" | "room_id" | "sender_id" | "content" | "client_msg_id", _) => return None,
+                        _ => {}
+                    }
+                    i + len
+                }
+            };
+            i = skip_ws(b, value_end);
+            match b.get(i)? {
+                b',' => i += 1,
+                b'}' => break,
+                _ => return None,
+            }
+        }
+        if skip_ws(b, i + 1) != b.len() {
+            return None;
+        }
+        hot.kind = kind?;
+        Some(hot)
+    }
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while matches!(b.get(i), Some(b' ' | b'\n' | b'\r' | b'\t')) {
+        i += 1;
+    }
+    i
+}
+
+/// The string starting at the quote `text[at]`, when it has no escapes; and the index after
+/// its closing quote. None for strings with escapes (the caller falls back to serde). Raw
+/// control characters, which serde would refuse, are not looked for: the server never sends
+/// them (its JSON writer escapes them).
+fn plain_string(text: &str, at: usize) -> Option<(&str, usize)> {
+    let body = &text.as_bytes()[at + 1..];
+    let end = memchr::memchr2(b'"', b'\\', body)?;
+    if body[end] != b'"' {
+        return None;
+    }
+    Some((&text[at + 1..at + 1 + end], at + end + 2))
 }
 
 pub fn new_histogram() -> Histogram<u64> {
@@ -208,10 +302,15 @@ impl Bot {
         let mut pending_acks: HashMap<u64, Instant> = HashMap::new();
         let mut moves: Option<Moves> = None;
         let mut open = true;
+        // Made once: a new `cancelled()` future per loop turn registers (and drops) a waiter
+        // on the run's one token under its lock, for every frame of every bot.
+        let stop = shared.stop.clone();
+        let stopped = stop.cancelled();
+        tokio::pin!(stopped);
         loop {
             tokio::select! {
                 biased;
-                () = shared.stop.cancelled() => break,
+                () = &mut stopped => break,
                 cmd = cmds.recv() => match cmd {
                     None => break,
                     Some(BotCmd::Join { land_id, reply }) => {
@@ -286,7 +385,7 @@ impl Bot {
                     r.frames_in += 1;
                     // The two frames that make up nearly all the traffic are read without
                     // allocating; everything else through the full frame type.
-                    let Ok(hot) = serde_json::from_str::<HotFrame<'_>>(text.as_str()) else {
+                    let Some(hot) = HotFrame::parse(text.as_str()) else {
                         r.unparsed += 1;
                         continue;
                     };
@@ -431,6 +530,43 @@ mod tests {
         assert_eq!(parse_client_msg_id("lg-r1-12", "r1"), None);
         assert_eq!(parse_client_msg_id("other-r1-1-2", "r1"), None);
         assert_eq!(parse_client_msg_id("lg-r1-a-2", "r1"), None);
+    }
+
+    #[test]
+    fn the_hot_frame_scan_reads_what_serde_reads() {
+        let room = Uuid::new_v4();
+        let sender = Uuid::new_v4();
+        let message = ServerFrame::Message {
+            room_id: room,
+            message_id: Uuid::new_v4(),
+            seq: 42,
+            sender_id: sender,
+            sender_username: "lg1".into(),
+            content: "lg 123 xxxx".into(),
+            created_at: "2026-11-23T00:00:00.000Z".into(),
+            client_msg_id: Some("lg-r1-3-7".into()),
+        };
+        let text = serde_json::to_string(&message).expect("json");
+        let scanned = HotFrame::scan(&text).expect("a flat message frame scans");
+        assert_eq!(scanned, serde_json::from_str::<HotFrame<'_>>(&text).expect("serde"));
+        assert_eq!((scanned.kind, scanned.room_id, scanned.seq), ("message", Some(room), Some(42)));
+        assert_eq!(scanned.sender_id, Some(sender));
+        assert_eq!(scanned.client_msg_id.as_deref(), Some("lg-r1-3-7"));
+        // Whitespace, nulls and unknown fields are fine.
+        let spaced = r#" { "type" : "message_ack" , "seq" : 5, "client_msg_id": null, "x": true } "#;
+        let hot = HotFrame::scan(spaced).expect("scans");
+        assert_eq!((hot.kind, hot.seq, hot.client_msg_id), ("message_ack", Some(5), None));
+        // Escapes and nesting go to serde, which gives the same answer.
+        let escaped = r#"{"type":"message","content":"a \"quote\"","seq":1}"#;
+        assert!(HotFrame::scan(escaped).is_none());
+        assert_eq!(HotFrame::parse(escaped).and_then(|h| h.content).as_deref(), Some("a \"quote\""));
+        let nested = r#"{"type":"joined_room","members":[{"user_id":"x"}],"last_seq":3}"#;
+        assert!(HotFrame::scan(nested).is_none());
+        assert_eq!(HotFrame::parse(nested).map(|h| h.kind), Some("joined_room"));
+        // Not JSON, or a truncated object: nothing.
+        for bad in ["", "{", r#"{"type":"message""#, r#"{"type":"message"} x"#, "[1]", r#"{"seq":1}"#] {
+            assert!(HotFrame::parse(bad).is_none(), "{bad:?}");
+        }
     }
 
     #[test]
