@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use landworld_shared::world::{Rect, WorldMap};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -20,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use crate::api::socket::{Peer, SocketListener};
 use crate::api::{self, state::AppState};
 use crate::auth::TokenKeys;
 use crate::chat::crypto::Keyring;
@@ -256,14 +256,10 @@ impl Application {
         let db = state.db.clone();
         let chat = state.chat.clone();
         let router = api::router(state);
-        // No Nagle: chat frames are small and latency-bound. With Nagle a frame written while
-        // the previous one is unacknowledged waits for the client's (delayed) ACK, tens of ms.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "setting TCP_NODELAY failed");
-            }
-        });
-        let served = axum::serve(listener, router.into_make_service())
+        // Connections are served through shared sockets that the chat WebSocket also writes to
+        // directly (`api::socket`).
+        let listener = SocketListener(listener);
+        let served = axum::serve(listener, router.into_make_service_with_connect_info::<Peer>())
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await;
         if let Err(e) = &served {

@@ -47,6 +47,10 @@ fn describe() {
     metrics::describe_gauge!("landworld_avatars", "Avatars in the world (users online)");
     metrics::describe_gauge!("landworld_users_online", "Users online, as last published");
     metrics::describe_histogram!("landworld_tick_duration_seconds", "Duration of one simulation tick");
+    metrics::describe_histogram!(
+        "landworld_chat_delivery_round_seconds",
+        "Time the chat fan-out spends handing one delivery round to every recipient connection"
+    );
     metrics::describe_counter!("landworld_moves_accepted_total", "Moves accepted");
     metrics::describe_counter!("landworld_moves_rejected_total", "Moves rejected");
     metrics::describe_counter!("landworld_ws_frames_in_total", "Text frames received on chat WebSockets");

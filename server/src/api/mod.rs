@@ -21,6 +21,7 @@ pub mod docs;
 pub mod error;
 pub mod extract;
 pub mod routes;
+pub mod socket;
 pub mod state;
 pub mod ws;
 

@@ -235,7 +235,7 @@ impl ChatConn {
         let cursor = cursors.entry(room).or_default();
         let (Some(&first), Some(&last)) = (batch.seqs.first(), batch.seqs.last()) else { return };
         if cursor.catching_up.is_none() && (cursor.first == 0 || first > cursor.last) {
-            if self.handle.send_many(&batch.frames) {
+            if self.handle.send_many_now(&batch.frames) {
                 cursor.record(first);
                 cursor.record(last);
             }
@@ -253,7 +253,7 @@ impl ChatConn {
             if cursor.covers(*seq) {
                 continue;
             }
-            if self.handle.send(frame) {
+            if self.handle.send_now(frame) {
                 cursor.record(*seq);
             }
         }

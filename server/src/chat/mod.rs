@@ -800,7 +800,13 @@ async fn fanout_loop(chat: Chat, mut rx: mpsc::Receiver<FanOut>) {
     let window = chat.inner.settings.delivery_window;
     let mut round = Round::default();
     while let Some(first) = rx.recv().await {
-        let deadline = tokio::time::Instant::now() + window;
+        // The window counts from the first message's commit, not from when this loop got to
+        // it: a message that waited while the previous round was written has had its window.
+        let since = match &first {
+            FanOut::Stored(_, committed_at) => *committed_at,
+            _ => tokio::time::Instant::now(),
+        };
+        let deadline = since + window;
         let mut next = Some(first);
         let mut merged = 0;
         while let Some(msg) = next.take() {
@@ -842,7 +848,7 @@ impl Round {
 
     fn add(&mut self, batch: FanOut) {
         match batch {
-            FanOut::Stored(stored) => {
+            FanOut::Stored(stored, _) => {
                 for s in stored {
                     let writer::Stored { committed: c, outgoing, deliver } = s;
                     let Outgoing { room, sender_id, sender_username, content, recipients, reply, .. } = outgoing;
@@ -855,7 +861,8 @@ impl Round {
                     };
                     match reply {
                         Reply::Conn(conn) => {
-                            conn.send_frame(&ack);
+                            // The fan-out's own task: the ack may go straight to the socket.
+                            conn.send_now(&encode(&ack));
                         }
                         Reply::Rest(tx) => {
                             let _ = tx.send(Ok(c.clone()));
@@ -904,6 +911,7 @@ impl Round {
         if !self.has_deliveries() && self.new == 0 {
             return;
         }
+        let started = std::time::Instant::now();
         let mut delivered = 0u64;
         let rooms: Vec<(Arc<Room>, RoomBatch)> =
             self.rooms.drain(..).map(|(room, frames)| (room, RoomBatch::new(frames))).collect();
@@ -921,6 +929,7 @@ impl Round {
         chat.inner.delivered.fetch_add(delivered, Ordering::Relaxed);
         chat.inner.stored.fetch_add(std::mem::take(&mut self.new), Ordering::Relaxed);
         metrics::counter!("landworld_chat_deliveries_total").increment(delivered);
+        metrics::histogram!("landworld_chat_delivery_round_seconds").record(started.elapsed().as_secs_f64());
     }
 }
 

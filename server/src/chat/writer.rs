@@ -68,7 +68,8 @@ pub struct Failed {
 
 #[derive(Debug)]
 pub enum FanOut {
-    Stored(Vec<Stored>),
+    /// A committed batch and when it committed (the delivery window counts from then).
+    Stored(Vec<Stored>, tokio::time::Instant),
     Failed(Vec<Failed>),
     /// A frame about earlier messages (`message_deleted`) for these users' connections: sent
     /// after every message queued before it, so it never overtakes the message it is about.
@@ -288,7 +289,7 @@ async fn write_batch(
             Err(error) => failed.push(Failed { outgoing, error }),
         }
     }
-    let mut out = vec![FanOut::Stored(stored)];
+    let mut out = vec![FanOut::Stored(stored, tokio::time::Instant::now())];
     if !failed.is_empty() {
         out.push(FanOut::Failed(failed));
     }

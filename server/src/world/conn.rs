@@ -1,10 +1,23 @@
 //! A connection as the world sees it: a bounded queue of serialized frames and a control block
 //! that closes it. The connection task owns the socket; the world never waits on it.
+//!
+//! **Direct writes.** A WebSocket connection attaches its socket ([`ConnHandle::attach`]). Then a
+//! frame pushed while nothing is queued and the connection's writer is idle is written to the
+//! socket at once, by the pushing thread, with one non-blocking `writev` of the WebSocket
+//! header and the shared payload — no queue slot, no wake-up of the writer task, no copy into
+//! a write buffer. This is the common case of a chat fan-out: each delivery costs one syscall.
+//! Anything that cannot be written whole at once (a full socket buffer, a partial write) goes
+//! into the queue, and from then on frames queue behind it until the writer has drained it, so
+//! the order of frames on the wire is always the order of the pushes. Every push and every take
+//! happens under the connection's output lock, which is what makes "nothing queued and the
+//! writer idle" a fact and not a guess.
 
-use std::sync::Arc;
+use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
 use landworld_shared::limits::close_code;
 use landworld_shared::protocol::ws::ServerFrame;
 use tokio::sync::mpsc;
@@ -22,21 +35,89 @@ pub type OutFrame = Utf8Bytes;
 pub enum Out {
     One(OutFrame),
     Many(Arc<[OutFrame]>),
+    /// Bytes already framed for the wire: the rest of a direct write the socket took only part
+    /// of, or a control frame (a pong, a close reply) written by the WebSocket protocol layer.
+    Raw(Bytes),
 }
 
 impl Out {
-    /// The frames, in order.
+    /// The text frames, in order (none for [`Out::Raw`]).
     pub fn frames(&self) -> &[OutFrame] {
         match self {
             Out::One(f) => std::slice::from_ref(f),
             Out::Many(v) => v,
+            Out::Raw(_) => &[],
         }
     }
+
+    /// How many frames this item counts for against [`SEND_QUEUE`].
+    pub fn count(&self) -> usize {
+        match self {
+            Out::Raw(_) => 1,
+            other => other.frames().len(),
+        }
+    }
+
+    /// Appends the item's wire bytes (WebSocket framing included) to `buf`.
+    pub fn encode_into(&self, buf: &mut Vec<u8>) {
+        match self {
+            Out::Raw(b) => buf.extend_from_slice(b),
+            other => {
+                for f in other.frames() {
+                    let (h, n) = text_header(f.len());
+                    buf.extend_from_slice(&h[..n]);
+                    buf.extend_from_slice(f.as_bytes());
+                }
+            }
+        }
+    }
+}
+
+/// The header of an unmasked server-to-client frame with FIN set: its bytes and length.
+pub fn frame_header(opcode: u8, len: usize) -> ([u8; 10], usize) {
+    let mut h = [0u8; 10];
+    h[0] = 0x80 | (opcode & 0x0f);
+    if len < 126 {
+        h[1] = len as u8;
+        (h, 2)
+    } else if let Ok(len16) = u16::try_from(len) {
+        h[1] = 126;
+        h[2..4].copy_from_slice(&len16.to_be_bytes());
+        (h, 4)
+    } else {
+        h[1] = 127;
+        h[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        (h, 10)
+    }
+}
+
+fn text_header(len: usize) -> ([u8; 10], usize) {
+    frame_header(0x1, len)
+}
+
+/// A close frame with `code` and `reason`, ready for the wire.
+pub fn close_frame(code: u16, reason: &str) -> Vec<u8> {
+    let reason = &reason.as_bytes()[..reason.len().min(123)];
+    let (h, n) = frame_header(0x8, 2 + reason.len());
+    let mut out = Vec::with_capacity(n + 2 + reason.len());
+    out.extend_from_slice(&h[..n]);
+    out.extend_from_slice(&code.to_be_bytes());
+    out.extend_from_slice(reason);
+    out
+}
+
+/// A socket that frames can be written to without blocking (see the module docs).
+pub trait DirectWrite: Send + Sync + std::fmt::Debug {
+    /// Writes what the socket takes now; `WouldBlock` when it takes nothing.
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
 }
 
 /// Frames queued per connection before it counts as a slow consumer (counted in frames, not
 /// queue items, so batching changes nothing about when a client is too slow).
 pub const SEND_QUEUE: usize = 1024;
+
+/// Frames written per `writev` by a direct write (two slices each: header and payload).
+const DIRECT_CHUNK: usize = 32;
 
 /// Asks a connection to close with a code. The first request wins.
 #[derive(Debug, Default)]
@@ -48,6 +129,21 @@ pub struct ConnControl {
     token: CancellationToken,
     /// Frames in the queue (pushed and not yet taken by the connection task).
     queued: AtomicUsize,
+    output: Mutex<Output>,
+}
+
+/// The connection's output state, under one lock (see the module docs).
+#[derive(Debug, Default)]
+struct Output {
+    /// Where frames go directly while nothing is queued and the writer is idle.
+    socket: Option<Arc<dyn DirectWrite>>,
+    /// The writer took items from the queue and has not finished writing them.
+    writing: bool,
+    /// The close frame went out: nothing is written after it.
+    finished: bool,
+    /// A close frame was sent through the output (the protocol layer answering the client's
+    /// close): the writer must not send a second one.
+    close_sent: bool,
 }
 
 impl ConnControl {
@@ -69,6 +165,82 @@ impl ConnControl {
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
+
+    /// Stops direct writes and any later output, and lets go of the socket (the connection
+    /// is over).
+    pub fn release_socket(&self) {
+        let mut out = self.output();
+        out.finished = true;
+        out.socket = None;
+    }
+
+    fn output(&self) -> MutexGuard<'_, Output> {
+        self.output.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// What a direct write achieved.
+enum Direct {
+    /// Everything is on the socket.
+    Done,
+    /// Not written, or only partly: what is left, to be queued.
+    Left(Out),
+    /// The socket failed (the peer is gone); the reader will see it too.
+    Failed,
+}
+
+/// Writes `item` to `socket` without blocking, in chunks of [`DIRECT_CHUNK`] frames.
+fn write_direct(socket: &dyn DirectWrite, item: Out) -> Direct {
+    if let Out::Raw(bytes) = &item {
+        return match socket.try_write_vectored(&[IoSlice::new(bytes)]) {
+            Ok(n) if n == bytes.len() => Direct::Done,
+            Ok(n) => Direct::Left(Out::Raw(bytes.slice(n..))),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Direct::Left(item),
+            Err(_) => Direct::Failed,
+        };
+    }
+    let frames = item.frames();
+    let mut done = 0;
+    while done < frames.len() {
+        let chunk = &frames[done..frames.len().min(done + DIRECT_CHUNK)];
+        let mut hdr = [([0u8; 10], 0usize); DIRECT_CHUNK];
+        for (h, f) in hdr.iter_mut().zip(chunk) {
+            *h = text_header(f.len());
+        }
+        let mut slices = [IoSlice::new(&[]); 2 * DIRECT_CHUNK];
+        let mut total = 0;
+        for (i, f) in chunk.iter().enumerate() {
+            slices[2 * i] = IoSlice::new(&hdr[i].0[..hdr[i].1]);
+            slices[2 * i + 1] = IoSlice::new(f.as_bytes());
+            total += hdr[i].1 + f.len();
+        }
+        let written = match socket.try_write_vectored(&slices[..2 * chunk.len()]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(_) => return Direct::Failed,
+        };
+        if written == total {
+            done += chunk.len();
+            continue;
+        }
+        if written == 0 && done == 0 {
+            return Direct::Left(item);
+        }
+        // A partial write: the rest of this chunk and every later frame, framed, in one piece.
+        let mut rest = Vec::new();
+        let mut skip = written;
+        for s in &slices[..2 * chunk.len()] {
+            if skip >= s.len() {
+                skip -= s.len();
+            } else {
+                rest.extend_from_slice(&s[skip..]);
+                skip = 0;
+            }
+        }
+        Out::Many(frames[done + chunk.len()..].into()).encode_into(&mut rest);
+        return Direct::Left(Out::Raw(rest.into()));
+    }
+    Direct::Done
 }
 
 /// The world's end of a connection.
@@ -87,26 +259,72 @@ impl ConnHandle {
         (Self { conn_id, tx, control: control.clone() }, OutQueue { rx, control: control.clone() }, control)
     }
 
-    /// Queues a frame without waiting. A full queue means the client cannot keep up: it is
-    /// closed with 4008 (it recovers what it missed on reconnect) and nobody else waits.
-    pub fn send(&self, frame: &OutFrame) -> bool {
-        self.push(Out::One(frame.clone()))
+    /// Lets pushes write to `socket` directly while nothing is queued (see the module docs).
+    pub fn attach(&self, socket: Arc<dyn DirectWrite>) {
+        self.control.output().socket = Some(socket);
     }
 
-    /// Queues several frames as one item (see [`Out::Many`]); same rules as [`Self::send`].
-    pub fn send_many(&self, frames: &Arc<[OutFrame]>) -> bool {
+    /// Queues a frame without waiting, for the connection's writer task: never a syscall on
+    /// the calling thread, which is what the world's tick needs. A full queue means the client
+    /// cannot keep up: it is closed with 4008 (it recovers what it missed on reconnect) and
+    /// nobody else waits.
+    pub fn send(&self, frame: &OutFrame) -> bool {
+        self.push(Out::One(frame.clone()), false)
+    }
+
+    /// Sends a frame, writing it to the socket on the calling thread when nothing is queued
+    /// (see the module docs); otherwise as [`Self::send`]. For tasks whose job is writing to
+    /// many connections — the chat fan-out, a connection's own reader — never the world.
+    pub fn send_now(&self, frame: &OutFrame) -> bool {
+        self.push(Out::One(frame.clone()), true)
+    }
+
+    /// Several frames as one item (see [`Out::Many`]), written like [`Self::send_now`].
+    pub fn send_many_now(&self, frames: &Arc<[OutFrame]>) -> bool {
         match frames.len() {
             0 => true,
-            1 => self.send(&frames[0]),
-            _ => self.push(Out::Many(frames.clone())),
+            1 => self.send_now(&frames[0]),
+            _ => self.push(Out::Many(frames.clone()), true),
         }
     }
 
-    fn push(&self, item: Out) -> bool {
-        let n = item.frames().len();
+    /// Bytes already framed for the wire (the protocol layer's control frames, from the
+    /// connection's reader), written like [`Self::send_now`].
+    pub fn send_raw(&self, bytes: Bytes) -> bool {
+        self.push(Out::Raw(bytes), true)
+    }
+
+    fn push(&self, item: Out, direct: bool) -> bool {
+        let mut out = self.control.output();
+        if out.finished {
+            return false;
+        }
+        if let Out::Raw(bytes) = &item
+            && bytes.first().is_some_and(|b| b & 0x0f == 0x8)
+        {
+            // A close frame (the answer to the client's close): the last thing on the wire.
+            out.finished = true;
+            out.close_sent = true;
+        }
         let queued = &self.control.queued;
+        let idle = !out.writing && queued.load(Ordering::Acquire) == 0;
+        let item = match &out.socket {
+            Some(socket) if direct && idle => match write_direct(socket.as_ref(), item) {
+                Direct::Done => return true,
+                Direct::Left(rest) => rest,
+                Direct::Failed => {
+                    // The peer is gone: stop writing; the reader sees the same and closes.
+                    out.socket = None;
+                    self.control.close(1000);
+                    return false;
+                }
+            },
+            _ => item,
+        };
+        let n = item.count();
         if queued.fetch_add(n, Ordering::AcqRel) + n > SEND_QUEUE {
             queued.fetch_sub(n, Ordering::AcqRel);
+            drop(out);
             self.slow_consumer();
             return false;
         }
@@ -114,6 +332,7 @@ impl ConnHandle {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 queued.fetch_sub(n, Ordering::AcqRel);
+                drop(out);
                 self.slow_consumer();
                 false
             }
@@ -132,6 +351,7 @@ impl ConnHandle {
         self.control.close(close_code::RATE_LIMITED);
     }
 
+    /// Serializes and queues a frame (as [`Self::send`]).
     pub fn send_frame(&self, frame: &ServerFrame) -> bool {
         self.send(&encode(frame))
     }
@@ -142,14 +362,32 @@ impl ConnHandle {
         if self.control.is_closed() {
             return false;
         }
-        let sent = tokio::select! {
-            sent = self.tx.send(Out::One(frame)) => sent.is_ok(),
-            () = self.control.closed() => false,
+        let permit = tokio::select! {
+            permit = self.tx.reserve() => match permit {
+                Ok(p) => p,
+                Err(_) => return false,
+            },
+            () = self.control.closed() => return false,
         };
-        if sent {
-            self.control.queued.fetch_add(1, Ordering::AcqRel);
+        let mut out = self.control.output();
+        if out.finished {
+            return false;
         }
-        sent
+        let mut item = Out::One(frame);
+        if let (Some(socket), false) = (&out.socket, out.writing || self.control.queued.load(Ordering::Acquire) > 0) {
+            match write_direct(socket.as_ref(), item) {
+                Direct::Done => return true,
+                Direct::Left(rest) => item = rest,
+                Direct::Failed => {
+                    out.socket = None;
+                    self.control.close(1000);
+                    return false;
+                }
+            }
+        }
+        self.control.queued.fetch_add(item.count(), Ordering::AcqRel);
+        permit.send(item);
+        true
     }
 
     /// Asks the connection to close with `code`.
@@ -162,7 +400,8 @@ impl ConnHandle {
     }
 }
 
-/// The connection task's end of the queue: what it takes is no longer counted as queued.
+/// The connection task's end of the queue: what it takes is no longer counted as queued, and
+/// until it reports [`Self::written`], pushes queue behind what it took.
 #[derive(Debug)]
 pub struct OutQueue {
     rx: mpsc::Receiver<Out>,
@@ -174,7 +413,7 @@ impl OutQueue {
     pub async fn recv_many(&mut self, buf: &mut Vec<Out>, limit: usize) -> usize {
         let start = buf.len();
         let n = self.rx.recv_many(buf, limit).await;
-        let frames: usize = buf[start..].iter().map(|o| o.frames().len()).sum();
+        let frames: usize = buf[start..].iter().map(Out::count).sum();
         self.taken(frames);
         n
     }
@@ -182,14 +421,37 @@ impl OutQueue {
     /// Takes one item if there is one.
     pub fn try_recv(&mut self) -> Result<Out, mpsc::error::TryRecvError> {
         let item = self.rx.try_recv()?;
-        self.taken(item.frames().len());
+        self.taken(item.count());
         Ok(item)
     }
 
     fn taken(&self, frames: usize) {
-        // `send_wait` counts its frame after the push, so a racing take may come first.
+        let mut out = self.control.output();
+        out.writing = true;
+        // `send_wait` counts its frame under the same lock, after the permit's push; a racing
+        // take may still come first.
         let _ =
             self.control.queued.fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| Some(q.saturating_sub(frames)));
+    }
+
+    /// Everything taken so far is on the socket: when nothing else is queued, pushes may
+    /// write directly again.
+    pub fn written(&self) {
+        let mut out = self.control.output();
+        if self.control.queued.load(Ordering::Acquire) == 0 {
+            out.writing = false;
+        }
+    }
+
+    /// The close frame is going out: nothing is written after it, and the socket is let go.
+    /// Returns whether a close frame already went through the output (then the caller sends
+    /// none).
+    pub fn finish(&self) -> bool {
+        let mut out = self.control.output();
+        out.finished = true;
+        out.writing = true;
+        out.socket = None;
+        out.close_sent
     }
 }
 
@@ -206,15 +468,190 @@ mod tests {
         (0..n).map(|i| OutFrame::from(i.to_string())).collect()
     }
 
+    /// A socket that takes at most `room` more bytes (unlimited when None) and keeps them.
+    #[derive(Debug, Default)]
+    struct FakeSocket {
+        wire: Mutex<Vec<u8>>,
+        room: Mutex<Option<usize>>,
+    }
+
+    impl FakeSocket {
+        fn limit(&self, room: Option<usize>) {
+            *self.room.lock().expect("lock") = room;
+        }
+
+        /// The text frames on the wire so far.
+        fn frames(&self) -> Vec<String> {
+            decode(&self.wire.lock().expect("lock"))
+        }
+    }
+
+    impl DirectWrite for FakeSocket {
+        fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            let mut room = self.room.lock().expect("lock");
+            if *room == Some(0) {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let mut wire = self.wire.lock().expect("lock");
+            let mut n = 0;
+            for b in bufs {
+                let take = room.map_or(b.len(), |r| b.len().min(r - n));
+                wire.extend_from_slice(&b[..take]);
+                n += take;
+                if take < b.len() {
+                    break;
+                }
+            }
+            if let Some(r) = room.as_mut() {
+                *r -= n;
+            }
+            Ok(n)
+        }
+    }
+
+    /// Server frames (unmasked) back into their payloads; close frames as `close:<code>`.
+    fn decode(mut wire: &[u8]) -> Vec<String> {
+        let mut out = Vec::new();
+        while wire.len() >= 2 {
+            let opcode = wire[0] & 0x0f;
+            let (len, at) = match wire[1] {
+                126 => (usize::from(u16::from_be_bytes([wire[2], wire[3]])), 4),
+                127 => (u64::from_be_bytes(wire[2..10].try_into().expect("8 bytes")) as usize, 10),
+                n => (usize::from(n), 2),
+            };
+            let payload = &wire[at..at + len];
+            out.push(match opcode {
+                0x8 => format!("close:{}", u16::from_be_bytes([payload[0], payload[1]])),
+                _ => String::from_utf8(payload.to_vec()).expect("utf-8"),
+            });
+            wire = &wire[at + len..];
+        }
+        out
+    }
+
+    /// What the connection's writer task does with a queue item.
+    fn write_item(socket: &FakeSocket, item: &Out) {
+        let mut bytes = Vec::new();
+        item.encode_into(&mut bytes);
+        socket.wire.lock().expect("lock").extend_from_slice(&bytes);
+    }
+
+    fn attached() -> (ConnHandle, OutQueue, Arc<FakeSocket>) {
+        let (handle, rx, _control) = ConnHandle::new(Uuid::new_v4());
+        let socket = Arc::new(FakeSocket::default());
+        handle.attach(socket.clone());
+        (handle, rx, socket)
+    }
+
+    #[test]
+    fn an_idle_connection_writes_frames_straight_to_its_socket() {
+        let (handle, mut rx, socket) = attached();
+        assert!(handle.send_now(&OutFrame::from("a")));
+        assert!(handle.send_many_now(&frames(3)));
+        let big = OutFrame::from("x".repeat(70_000));
+        assert!(handle.send_now(&big));
+        assert!(rx.try_recv().is_err(), "nothing was queued");
+        let on_wire = socket.frames();
+        assert_eq!(on_wire[..4], ["a", "0", "1", "2"]);
+        assert_eq!(on_wire[4].len(), 70_000, "a 64-bit length header");
+    }
+
+    #[test]
+    fn a_partial_write_queues_the_rest_and_later_frames_wait_behind_it() {
+        let (handle, mut rx, socket) = attached();
+        socket.limit(Some(5));
+        assert!(handle.send_now(&OutFrame::from("hello world")));
+        socket.limit(None);
+        assert!(handle.send_now(&OutFrame::from("next")), "queued behind the rest");
+        assert_eq!(socket.wire.lock().expect("lock").len(), 5, "the socket got only what it took");
+        while let Ok(item) = rx.try_recv() {
+            write_item(&socket, &item);
+        }
+        rx.written();
+        assert!(handle.send_now(&OutFrame::from("after")));
+        assert!(rx.try_recv().is_err(), "idle again: written directly");
+        assert_eq!(socket.frames(), ["hello world", "next", "after"]);
+    }
+
+    #[test]
+    fn frames_queue_while_the_writer_holds_earlier_ones() {
+        let (handle, mut rx, socket) = attached();
+        socket.limit(Some(0));
+        assert!(handle.send_now(&OutFrame::from("first")), "blocked: queued");
+        let first = rx.try_recv().expect("queued");
+        // The writer holds `first`; the socket has room again, but a direct write now would
+        // overtake it.
+        socket.limit(None);
+        assert!(handle.send_now(&OutFrame::from("second")));
+        assert!(socket.frames().is_empty());
+        write_item(&socket, &first);
+        rx.written();
+        assert!(handle.send_now(&OutFrame::from("third")), "still behind `second`");
+        let second = rx.try_recv().expect("second queued");
+        write_item(&socket, &second);
+        let third = rx.try_recv().expect("third queued");
+        write_item(&socket, &third);
+        rx.written();
+        assert!(handle.send_now(&OutFrame::from("fourth")));
+        assert!(rx.try_recv().is_err());
+        assert_eq!(socket.frames(), ["first", "second", "third", "fourth"]);
+    }
+
+    #[test]
+    fn queued_sends_never_write_on_the_calling_thread_and_direct_ones_wait_behind_them() {
+        let (handle, mut rx, socket) = attached();
+        assert!(handle.send(&OutFrame::from("from the world")));
+        assert!(socket.frames().is_empty(), "the world's thread never writes to a socket");
+        assert!(handle.send_now(&OutFrame::from("a delivery")));
+        assert!(socket.frames().is_empty(), "behind the queued frame");
+        while let Ok(item) = rx.try_recv() {
+            write_item(&socket, &item);
+        }
+        rx.written();
+        assert_eq!(socket.frames(), ["from the world", "a delivery"]);
+    }
+
+    #[test]
+    fn nothing_is_written_after_the_close_frame() {
+        let (handle, rx, socket) = attached();
+        assert!(handle.send_now(&OutFrame::from("last")));
+        rx.finish();
+        socket.wire.lock().expect("lock").extend_from_slice(&close_frame(4008, "too slow"));
+        assert!(!handle.send(&OutFrame::from("late")));
+        assert!(!handle.send_now(&OutFrame::from("late")));
+        assert!(!handle.send_raw(Bytes::from_static(b"\x88\x02\x03\xe8")));
+        assert_eq!(socket.frames(), ["last", "close:4008"]);
+    }
+
+    #[test]
+    fn a_close_frame_through_the_output_is_the_last_frame() {
+        let (handle, rx, socket) = attached();
+        // The protocol layer answers the client's close.
+        assert!(handle.send_raw(Bytes::from_static(b"\x88\x02\x03\xe8")));
+        assert!(!handle.send_now(&OutFrame::from("late")));
+        assert!(rx.finish(), "the writer learns that no second close frame is needed");
+        assert_eq!(socket.frames(), ["close:1000"]);
+    }
+
+    #[test]
+    fn frame_headers_use_the_shortest_length_encoding() {
+        assert_eq!(frame_header(0x1, 125), ([0x81, 125, 0, 0, 0, 0, 0, 0, 0, 0], 2));
+        assert_eq!(frame_header(0x1, 126).1, 4);
+        assert_eq!(&frame_header(0x1, 65_535).0[..4], &[0x81, 126, 0xff, 0xff]);
+        assert_eq!(&frame_header(0x1, 65_536).0[..10], &[0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0]);
+        let close = close_frame(1000, &"r".repeat(200));
+        assert_eq!(close.len(), 2 + 125, "a control frame's payload is at most 125 bytes");
+    }
+
     #[test]
     fn the_queue_limit_counts_frames_not_batches() {
         let (handle, _rx, control) = ConnHandle::new(Uuid::new_v4());
         let hundred = frames(100);
         for _ in 0..10 {
-            assert!(handle.send_many(&hundred));
+            assert!(handle.send_many_now(&hundred));
         }
         assert!(!control.is_closed());
-        assert!(!handle.send_many(&hundred), "1,100 frames queued is over the limit");
+        assert!(!handle.send_many_now(&hundred), "1,100 frames queued is over the limit");
         assert!(control.is_closed());
         assert_eq!(control.code(), close_code::RATE_LIMITED);
     }
@@ -224,7 +661,7 @@ mod tests {
         let (handle, mut rx, control) = ConnHandle::new(Uuid::new_v4());
         let hundred = frames(100);
         for _ in 0..10 {
-            assert!(handle.send_many(&hundred));
+            assert!(handle.send_many_now(&hundred));
         }
         let mut taken = Vec::new();
         let n = tokio::runtime::Builder::new_current_thread()
@@ -234,7 +671,7 @@ mod tests {
         assert_eq!(n, 5);
         assert!(rx.try_recv().is_ok());
         for _ in 0..6 {
-            assert!(handle.send_many(&hundred), "600 frames taken, 600 fit again");
+            assert!(handle.send_many_now(&hundred), "600 frames taken, 600 fit again");
         }
         assert!(!control.is_closed());
     }

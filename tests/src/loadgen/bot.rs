@@ -9,19 +9,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use landworld_shared::protocol::ws::{ClientFrame, ServerFrame, error_code};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+use super::wire::{Event, RawWs};
+
+pub type Ws = RawWs;
 
 /// Latency histograms are sharded so that bots on different threads rarely share a lock.
 pub const SHARDS: usize = 16;
@@ -162,6 +158,10 @@ pub struct Shared {
     pub stop: CancellationToken,
     /// Moves are sent only while the measured window is open.
     pub moving: AtomicBool,
+    /// Set until the measured window opens: frames received are counted in
+    /// [`Self::frames_before_window`] (the run waits for them to stop before measuring).
+    pub settling: AtomicBool,
+    pub frames_before_window: AtomicU64,
     /// Size of message contents in bytes (at least what the timestamp needs).
     pub msg_size: usize,
     /// Random per run, part of every `client_msg_id`: a rerun with the same accounts must not
@@ -186,6 +186,8 @@ impl Shared {
             t0: Instant::now(),
             stop: CancellationToken::new(),
             moving: AtomicBool::new(false),
+            settling: AtomicBool::new(true),
+            frames_before_window: AtomicU64::new(0),
             msg_size,
             run: Uuid::new_v4().simple().to_string()[..8].to_string(),
             bot_users,
@@ -363,14 +365,13 @@ impl Bot {
                     }
                 },
                 msg = ws.next(), if open => {
-                    let text = match msg {
-                        Some(Ok(Message::Text(t))) => t,
-                        Some(Ok(Message::Close(frame))) => {
-                            r.closed_by_server = Some(frame.map_or("none".into(), |f| u16::from(f.code).to_string()));
+                    let bytes = match msg {
+                        Some(Ok(Event::Text(t))) => t,
+                        Some(Ok(Event::Close(code))) => {
+                            r.closed_by_server = Some(code.map_or("none".into(), |c| c.to_string()));
                             open = false;
                             continue;
                         }
-                        Some(Ok(_)) => continue,
                         Some(Err(_)) => {
                             r.closed_by_server = Some("error".into());
                             open = false;
@@ -383,9 +384,16 @@ impl Bot {
                         }
                     };
                     r.frames_in += 1;
+                    if shared.settling.load(Ordering::Relaxed) {
+                        shared.frames_before_window.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let Ok(text) = std::str::from_utf8(&bytes) else {
+                        r.unparsed += 1;
+                        continue;
+                    };
                     // The two frames that make up nearly all the traffic are read without
                     // allocating; everything else through the full frame type.
-                    let Some(hot) = HotFrame::parse(text.as_str()) else {
+                    let Some(hot) = HotFrame::parse(text) else {
                         r.unparsed += 1;
                         continue;
                     };
@@ -444,7 +452,7 @@ impl Bot {
                         }
                         _ => {}
                     }
-                    let frame = match serde_json::from_str::<ServerFrame>(text.as_str()) {
+                    let frame = match serde_json::from_str::<ServerFrame>(text) {
                         Ok(f) => f,
                         Err(_) => {
                             r.unparsed += 1;
@@ -498,12 +506,11 @@ impl Bot {
         }
         r.unacked = pending_acks.into_keys().collect();
         if open {
-            let close = CloseFrame { code: CloseCode::Normal, reason: "".into() };
-            let _ = ws.send(Message::Close(Some(close))).await;
+            let _ = ws.send_close(1000).await;
             // Read until the server's close answer (bounded), so the close is clean.
             let _ = tokio::time::timeout(Duration::from_secs(2), async {
                 while let Some(Ok(m)) = ws.next().await {
-                    if matches!(m, Message::Close(_)) {
+                    if matches!(m, Event::Close(_)) {
                         break;
                     }
                 }
@@ -514,9 +521,9 @@ impl Bot {
     }
 }
 
-async fn send(ws: &mut Ws, frame: &ClientFrame) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+async fn send(ws: &mut Ws, frame: &ClientFrame) -> std::io::Result<()> {
     let text = serde_json::to_string(frame).unwrap_or_default();
-    ws.send(Message::Text(text.into())).await
+    ws.send_text(&text).await
 }
 
 #[cfg(test)]

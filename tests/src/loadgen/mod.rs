@@ -23,6 +23,7 @@ pub mod bot;
 pub mod prom;
 pub mod report;
 pub mod sys;
+pub mod wire;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -36,12 +37,11 @@ use landworld_shared::protocol::ws::ServerFrame;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use uuid::Uuid;
 
 use bot::{Bot, BotCmd, BotResult, Shared, Ws};
 pub use report::Report;
+use wire::Event;
 
 /// The histogram the server reports tick durations in.
 pub const TICK_METRIC: &str = "landworld_tick_duration_seconds";
@@ -196,29 +196,25 @@ async fn land_ids(http: &reqwest::Client, base: &str, token: &str) -> Result<Vec
     Ok(lands.iter().filter_map(|l| l["id"].as_str().and_then(|s| s.parse().ok())).collect())
 }
 
+/// No frame for this long before the window: the server has settled.
+const QUIET: Duration = Duration::from_millis(300);
+/// Longest wait for the server to settle before the window opens.
+const MAX_QUIET_WAIT: Duration = Duration::from_secs(60);
+
 /// Opens one connection and waits for `connected`; returns the socket and the spawn tile.
 async fn open(url: String, timeout: Duration) -> Result<(Ws, Uuid, (i32, i32)), String> {
-    // Small buffers: a load run holds thousands of mostly idle sockets, and tungstenite zeroes
-    // the read chunk before every read (16 KiB per read was 9% of the tool's CPU).
-    let config = WebSocketConfig::default().read_buffer_size(4 * 1024).write_buffer_size(0);
     let attempt = async {
-        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
-            .await
-            .map_err(|e| format!("connect: {}", short_error(&e.to_string())))?;
+        let mut ws = Ws::connect(&url).await.map_err(|e| format!("connect: {}", short_error(&e.to_string())))?;
         loop {
             match ws.next().await {
-                Some(Ok(Message::Text(t))) => {
-                    if let Ok(ServerFrame::Connected { user_id, position, .. }) = serde_json::from_str(t.as_str()) {
+                Some(Ok(Event::Text(t))) => {
+                    if let Ok(ServerFrame::Connected { user_id, position, .. }) = serde_json::from_slice(&t) {
                         return Ok((ws, user_id, (position.x, position.y)));
                     }
                 }
-                Some(Ok(Message::Close(f))) => {
-                    return Err(format!(
-                        "closed {}",
-                        f.map_or("without code".into(), |f| u16::from(f.code).to_string())
-                    ));
+                Some(Ok(Event::Close(code))) => {
+                    return Err(format!("closed {}", code.map_or("without code".into(), |c| c.to_string())));
                 }
-                Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(format!("read: {}", short_error(&e.to_string()))),
                 None => return Err("eof before connected".into()),
             }
@@ -331,6 +327,32 @@ pub async fn run(cfg: &LoadConfig) -> Result<Report> {
         }
     }
 
+    // The server is still busy after the last join: every arrival in a crowded land is a
+    // `user_joined` to everyone already there (a million frames for 1,000 bots in one room).
+    // Measuring starts once that stopped — no frame for a while and, with `--server-pid`, the
+    // server's CPU below a tenth of a core — so the window sees the steady state.
+    let quiet_started = Instant::now();
+    loop {
+        let frames = shared.frames_before_window.load(Ordering::Relaxed);
+        let cpu = sample(cfg.server_pid)?;
+        tokio::time::sleep(QUIET).await;
+        let server_busy = match (cpu, sample(cfg.server_pid)?) {
+            (Some(a), Some(b)) => {
+                let cores = b.cpu_ticks.saturating_sub(a.cpu_ticks) as f64
+                    / sys::clock_ticks_per_sec() as f64
+                    / QUIET.as_secs_f64();
+                cores > 0.1
+            }
+            _ => false,
+        };
+        let quiet = shared.frames_before_window.load(Ordering::Relaxed) == frames && !server_busy;
+        if quiet || quiet_started.elapsed() > MAX_QUIET_WAIT {
+            break;
+        }
+    }
+    let settled_in = quiet_started.elapsed();
+    shared.settling.store(false, Ordering::Relaxed);
+
     // Idle: the memory figure is taken once everything is connected and settled.
     let mut rss_connected = None;
     if cfg.idle {
@@ -432,6 +454,7 @@ pub async fn run(cfg: &LoadConfig) -> Result<Report> {
         cfg,
         creds: creds.len(),
         connect_time,
+        settled_in,
         connect_failures,
         join_failures,
         members: &members,

@@ -80,6 +80,8 @@ pub struct Report {
     pub rooms_joined: usize,
     pub bots_joined: usize,
     pub join_failures: BTreeMap<String, u64>,
+    /// Wait after the joins for the server to stop sending (the window opened after it).
+    pub settle_seconds: f64,
     pub window_seconds: f64,
     pub drain_seconds: f64,
     pub messages_sent: u64,
@@ -122,6 +124,7 @@ pub(super) struct Inputs<'a> {
     pub sent_rooms: &'a [u32],
     pub results: &'a [BotResult],
     pub shared: &'a Shared,
+    pub settled_in: Duration,
     pub window: Duration,
     pub drained: Duration,
     pub clk_tck: u64,
@@ -199,6 +202,7 @@ pub(super) fn build(i: Inputs<'_>) -> Report {
         rooms_joined: i.rooms_joined,
         bots_joined: i.members.iter().map(Vec::len).sum(),
         join_failures: i.join_failures,
+        settle_seconds: i.settled_in.as_secs_f64(),
         window_seconds: window_s,
         drain_seconds: i.drained.as_secs_f64(),
         messages_sent: sum(|r| r.sent),
@@ -275,7 +279,11 @@ impl fmt::Display for Report {
                 map_text(&self.join_failures)
             )?;
         }
-        writeln!(f, "window            {:.1} s (+ {:.1} s drain)", self.window_seconds, self.drain_seconds)?;
+        writeln!(
+            f,
+            "window            {:.1} s (+ {:.1} s drain), opened after {:.1} s of settling",
+            self.window_seconds, self.drain_seconds, self.settle_seconds
+        )?;
         writeln!(
             f,
             "messages          {} sent, {} acked, {} rejected, {} missing acks",

@@ -3,21 +3,24 @@
 //! (handled by [`crate::chat`]) — with `error` frames for bad input and the close codes of
 //! SPEC §10 (4001 auth, 1009 too big, 4008 rate limited / slow consumer, 1001 shutdown).
 //!
-//! Each connection is two halves: a writer task that owns the socket's sink and drains the
-//! connection's bounded queue (batching frames into one flush), and the reader loop below. The
-//! world and the reader both queue frames through the same [`ConnHandle`], so frames keep their
-//! order; closing is requested through the connection's [`ConnControl`].
+//! Each connection is two halves: the reader loop below, and its output ([`ConnHandle`]): frames
+//! are written straight to the socket by whoever sends them while nothing is queued (see
+//! [`crate::world::conn`]; the socket comes from [`crate::api::socket`]), and otherwise queued
+//! for the connection's writer task, which drains the bounded queue with one write per batch.
+//! The world, the chat fan-out and the reader all send through the same handle, so frames keep
+//! their order; closing is requested through the connection's [`ConnControl`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
+use axum::extract::rejection::ExtensionRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use landworld_shared::limits::{self, MAX_FRAME_BYTES, close_code};
 use landworld_shared::protocol::ws::{ClientFrame, ServerFrame, Status, error_code, parse_client_frame};
 use landworld_shared::world::TilePos;
@@ -26,22 +29,20 @@ use uuid::Uuid;
 use super::limits::{Strikes, TokenBucket};
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::ApiQuery;
+use crate::api::socket::{Peer, Socket};
 use crate::api::state::AppState;
 use crate::chat::hub::ChatConn;
 use crate::chat::writer::Reply;
 use crate::store::{ms_to_rfc3339, now_ms};
 use crate::world::WorldCommand;
-use crate::world::conn::{ConnControl, ConnHandle, Out, OutQueue};
+use crate::world::conn::{ConnControl, ConnHandle, Out, OutQueue, close_frame};
 
 /// Largest frame the transport reads before giving up on the connection.
 const READ_LIMIT: usize = 1024 * 1024;
 /// Initial read buffer per connection (grows for big frames); small so that idle connections
 /// stay cheap (client frames are commands of a few hundred bytes).
 const READ_BUFFER: usize = 1024;
-/// Queue items written per flush at most. tungstenite keeps its output buffer at the size of
-/// the largest flush, so a burst of single frames (a crowded land's `user_joined`s) should not
-/// leave every connection holding a large buffer; a delivery batch is one item however many
-/// messages it holds.
+/// Queue items written per write at most (the writer's buffer lives only for one write).
 const WRITE_BATCH: usize = 16;
 /// Room for queued frames a connection keeps between flushes.
 const IDLE_BATCH: usize = 4;
@@ -70,6 +71,7 @@ pub async fn connect(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<HashMap<String, String>>,
     headers: HeaderMap,
+    peer: Result<ConnectInfo<Peer>, ExtensionRejection>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     if !super::origin_allowed(&headers, &state.config.allowed_origins) {
@@ -79,6 +81,11 @@ pub async fn connect(
     let ws = match ws {
         Ok(ws) => ws,
         Err(rejection) => return ApiError::BadRequest(rejection.body_text()).into_response(),
+    };
+    // The router is always served with connect info (`app.rs`); without it there is no socket
+    // to write to.
+    let Ok(ConnectInfo(peer)) = peer else {
+        return ApiError::Unavailable("websocket served without its socket".into()).into_response();
     };
     // The transport reads frames up to READ_LIMIT so that a frame just over the protocol limit
     // is consumed whole and answered with a clean close 1009 (closing with unread bytes in the
@@ -101,7 +108,7 @@ pub async fn connect(
     match user {
         None => ws.on_upgrade(|socket| close_with(socket, close_code::AUTH, "invalid or expired token")),
         Some(user) => ws.on_upgrade(move |socket| {
-            tracker.track_future(run(state, socket, user.id, Arc::from(user.username.as_str())))
+            tracker.track_future(run(state, socket, peer.socket, user.id, Arc::from(user.username.as_str())))
         }),
     }
 }
@@ -125,9 +132,26 @@ struct Ctx {
     strikes: Strikes,
 }
 
-async fn run(state: AppState, socket: WebSocket, user_id: Uuid, username: Arc<str>) {
+/// Gives the socket back when the connection ends, however it ends: the socket and the
+/// connection's output refer to each other until then.
+struct Release {
+    socket: Arc<Socket>,
+    control: Arc<ConnControl>,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.control.release_socket();
+        self.socket.take_output_back();
+    }
+}
+
+async fn run(state: AppState, mut socket: WebSocket, tcp: Arc<Socket>, user_id: Uuid, username: Arc<str>) {
     let conn_id = Uuid::new_v4();
     let (conn, rx, control) = ConnHandle::new(conn_id);
+    conn.attach(tcp.clone());
+    tcp.hand_output_to(conn.clone());
+    let _release = Release { socket: tcp.clone(), control: control.clone() };
     // Boxed for the same reason as the frame handler below: a database future is large and
     // would otherwise size every connection's task.
     let saved = match Box::pin(state.db.load_position(user_id)).await {
@@ -148,8 +172,7 @@ async fn run(state: AppState, socket: WebSocket, user_id: Uuid, username: Arc<st
     }
     tracing::debug!(%user_id, %conn_id, "websocket connected");
     metrics::counter!("landworld_ws_connections_total").increment(1);
-    let (sink, mut stream) = socket.split();
-    let writer = tokio::spawn(write_loop(sink, rx, control.clone()));
+    let writer = tokio::spawn(write_loop(tcp, rx, control.clone()));
     let mut ctx = Ctx {
         state: state.clone(),
         user_id,
@@ -171,7 +194,7 @@ async fn run(state: AppState, socket: WebSocket, user_id: Uuid, username: Arc<st
             biased;
             () = &mut closed => break,
             () = &mut shutting_down => break,
-            msg = stream.next() => msg,
+            msg = socket.recv() => msg,
         };
         peer_gone = matches!(msg, None | Some(Ok(Message::Close(_))) | Some(Err(_)));
         match msg {
@@ -213,7 +236,7 @@ async fn run(state: AppState, socket: WebSocket, user_id: Uuid, username: Arc<st
         // close frame, so unread input does not turn the close into a TCP reset that would hide
         // the close code from the client.
         let drain = async {
-            while let Some(Ok(msg)) = stream.next().await {
+            while let Some(Ok(msg)) = socket.recv().await {
                 if matches!(msg, Message::Close(_)) {
                     break;
                 }
@@ -245,11 +268,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a write in progress may still take once the connection is asked to close.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-async fn write_loop(
-    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
-    mut rx: OutQueue,
-    control: Arc<ConnControl>,
-) {
+async fn write_loop(socket: Arc<Socket>, mut rx: OutQueue, control: Arc<ConnControl>) {
     // The close future is made once: building one per wake-up registers a waiter each time,
     // which showed up in the fan-out's profile. Shutdown arrives through it too: the reader
     // asks for 1001 when the server shuts down.
@@ -268,19 +287,15 @@ async fn write_loop(
         if n == 0 {
             break 1000;
         }
+        let mut bytes = Vec::new();
+        for item in batch.drain(..) {
+            item.encode_into(&mut bytes);
+        }
         // A client that stops reading blocks the write: when its queue overflows (close
         // requested) or the write times out, the socket is dropped without a close handshake,
         // which could not reach it anyway.
         let ok = {
-            let write = async {
-                for item in batch.drain(..) {
-                    for frame in item.frames() {
-                        sink.feed(Message::Text(frame.clone())).await?;
-                    }
-                }
-                sink.flush().await
-            };
-            let mut write = std::pin::pin!(write);
+            let mut write = std::pin::pin!(socket.write_all(&bytes));
             tokio::select! {
                 r = tokio::time::timeout(WRITE_TIMEOUT, write.as_mut()) => matches!(r, Ok(Ok(()))),
                 () = &mut closed => {
@@ -291,24 +306,27 @@ async fn write_loop(
             }
         };
         if !ok {
+            rx.finish();
             control.close(close_code::RATE_LIMITED);
             return;
         }
+        rx.written();
         // An idle connection keeps no room for a burst it had once.
         batch.shrink_to(IDLE_BATCH);
     };
     // Frames already queued still go out before a normal or shutdown close.
+    let mut bytes = Vec::new();
     if code == 1000 || code == close_code::GOING_AWAY {
-        let drain = async {
-            'drain: while let Ok(item) = rx.try_recv() {
-                for frame in item.frames() {
-                    if sink.feed(Message::Text(frame.clone())).await.is_err() {
-                        break 'drain;
-                    }
-                }
-            }
-        };
-        let _ = tokio::time::timeout(WRITE_TIMEOUT, drain).await;
+        while let Ok(item) = rx.try_recv() {
+            item.encode_into(&mut bytes);
+        }
+    }
+    // Nothing is written after the close frame: later sends are dropped from here on. When
+    // the client closed first, the protocol layer's answer already was the close frame.
+    let close_sent = rx.finish();
+    if close_sent {
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, socket.write_all(&bytes)).await;
+        return;
     }
     let reason = match code {
         close_code::GOING_AWAY => "server shutting down",
@@ -316,11 +334,8 @@ async fn write_loop(
         close_code::RATE_LIMITED => "rate limited or too slow; reconnect later",
         _ => "",
     };
-    let close = async {
-        let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
-        let _ = sink.close().await;
-    };
-    let _ = tokio::time::timeout(WRITE_TIMEOUT, close).await;
+    bytes.extend_from_slice(&close_frame(code, reason));
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, socket.write_all(&bytes)).await;
 }
 
 fn refuse(ctx: &mut Ctx, message: &str, reference: &str) {
