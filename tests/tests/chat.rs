@@ -838,3 +838,37 @@ async fn a_deletion_never_overtakes_the_message_it_deletes() -> Result<()> {
     assert_eq!(order, ["message", "message_deleted"]);
     Ok(())
 }
+
+/// On the wire, frame by frame (the load tool's client, which shows every frame): a client
+/// that closes gets exactly one close frame back — the protocol layer's answer goes through the
+/// connection's ordered output, and the writer then sends no second one — and then the end of
+/// the stream; the frames before it arrive whole and in order, written straight to the socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_close_is_answered_with_exactly_one_close_frame() -> Result<()> {
+    use landworld_tests::loadgen::wire::{Event, RawWs};
+    let app = landworld_tests::spawn_app(landworld_tests::Backend::Sqlite).await?.expect("sqlite");
+    let user = app.user("wire").await?;
+    let mut ws = RawWs::connect(&app.ws_url(&user.token)).await?;
+    let first = match ws.next().await {
+        Some(Ok(Event::Text(t))) => serde_json::from_slice::<Value>(&t)?,
+        other => return Err(anyhow!("expected the connected frame, got {other:?}")),
+    };
+    assert_eq!(first["type"], "connected");
+    ws.send_text(&json!({"type": "ping"}).to_string()).await?;
+    ws.send_close(1000).await?;
+    let mut texts = Vec::new();
+    let mut closes = Vec::new();
+    let read_all = async {
+        while let Some(event) = ws.next().await {
+            match event? {
+                Event::Text(t) => texts.push(serde_json::from_slice::<Value>(&t)?),
+                Event::Close(code) => closes.push(code),
+            }
+        }
+        Ok::<_, anyhow::Error>(())
+    };
+    tokio::time::timeout(Duration::from_secs(10), read_all).await.map_err(|_| anyhow!("no end of stream"))??;
+    assert!(texts.iter().any(|t| t["type"] == "pong"), "the ping was answered before the close: {texts:?}");
+    assert_eq!(closes, [Some(1000)], "one close frame, then the end of the stream");
+    Ok(())
+}
