@@ -75,11 +75,16 @@ pub struct SocketIo(Arc<Socket>);
 
 impl AsyncRead for SocketIo {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        // Read through a small stack buffer: `ReadBuf::initialize_unfilled` would zero the
+        // caller's whole spare capacity (hyper's 8 KiB request buffer) on every read, making
+        // memory resident that an idle connection never uses.
+        let mut chunk = [0u8; 2048];
         loop {
             ready!(self.0.stream.poll_read_ready(cx))?;
-            match self.0.stream.try_read(buf.initialize_unfilled()) {
+            let room = buf.remaining().min(chunk.len());
+            match self.0.stream.try_read(&mut chunk[..room]) {
                 Ok(n) => {
-                    buf.advance(n);
+                    buf.put_slice(&chunk[..n]);
                     return Poll::Ready(Ok(()));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
