@@ -60,6 +60,16 @@ async fn joined(app: &TestApp, user: &TestUser, room: &str) -> Result<(WsClient,
     Ok((ws, j))
 }
 
+/// `a` joins the first land's room by land id, then `b` by the session id from `a`'s
+/// `joined_room`; returns the session id and both sockets.
+async fn both_in_a_land_room(app: &TestApp, a: &TestUser, b: &TestUser) -> Result<(String, WsClient, WsClient)> {
+    let land = first_land(app, a).await?;
+    let (wa, ja) = joined(app, a, &land).await?;
+    let room = ja["room_id"].as_str().ok_or_else(|| anyhow!("joined_room without room_id: {ja}"))?.to_string();
+    let (wb, _) = joined(app, b, &room).await?;
+    Ok((room, wa, wb))
+}
+
 async fn send(ws: &mut WsClient, room: &str, content: &str, cmid: &str) -> Result<Value> {
     ws.send(json!({"type": "send_message", "room_id": room, "content": content, "client_msg_id": cmid})).await?;
     ws.expect_where("message_ack", |f| f["client_msg_id"] == cmid).await
@@ -197,10 +207,7 @@ both_backends!(concurrent_senders_get_gapless_ordered_seqs, |app| {
 both_backends!(reconnecting_with_since_seq_recovers_exactly_what_was_missed, |app| {
     let alice = app.user("alice").await?;
     let bob = app.user("bob").await?;
-    let land = first_land(&app, &alice).await?;
-    let (mut wa, ja) = joined(&app, &alice, &land).await?;
-    let room = ja["room_id"].as_str().unwrap().to_string();
-    let (mut wb, _) = joined(&app, &bob, &room).await?;
+    let (room, mut wa, mut wb) = both_in_a_land_room(&app, &alice, &bob).await?;
     for i in 1..=2 {
         send(&mut wa, &room, &format!("m{i}"), &format!("m{i}")).await?;
         wb.expect_where("message", |f| f["seq"] == i).await?;
@@ -363,10 +370,7 @@ both_backends!(proximity_messages_reach_only_avatars_in_range, |app| {
 both_backends!(typing_expires_and_read_receipts_reach_others, |app| {
     let alice = app.user("alice").await?;
     let bob = app.user("bob").await?;
-    let land = first_land(&app, &alice).await?;
-    let (mut wa, ja) = joined(&app, &alice, &land).await?;
-    let room = ja["room_id"].as_str().unwrap().to_string();
-    let (mut wb, _) = joined(&app, &bob, &room).await?;
+    let (room, mut wa, mut wb) = both_in_a_land_room(&app, &alice, &bob).await?;
     wa.send(json!({"type": "typing", "room_id": room, "is_typing": true})).await?;
     let t = wb.expect("typing").await?;
     assert_eq!(t["is_typing"], true);
@@ -399,10 +403,7 @@ both_backends!(soft_delete_by_sender_or_admin_only, |app| {
     let alice = app.user("alice").await?;
     let bob = app.user("bob").await?;
     let admin = app.admin().await?;
-    let land = first_land(&app, &alice).await?;
-    let (mut wa, ja) = joined(&app, &alice, &land).await?;
-    let room = ja["room_id"].as_str().unwrap().to_string();
-    let (mut wb, _) = joined(&app, &bob, &room).await?;
+    let (room, mut wa, mut wb) = both_in_a_land_room(&app, &alice, &bob).await?;
     let a1 = send(&mut wa, &room, "oops", "d1").await?;
     let a2 = send(&mut wa, &room, "fine", "d2").await?;
     let (id1, id2) = (a1["message_id"].as_str().unwrap(), a2["message_id"].as_str().unwrap());
@@ -783,10 +784,7 @@ async fn a_delivery_window_acks_at_once_and_delivers_the_gathered_messages_toget
     let app = windowed_app(400).await?;
     let alice = app.user("alice").await?;
     let bob = app.user("bob").await?;
-    let land = first_land(&app, &alice).await?;
-    let (mut wa, ja) = joined(&app, &alice, &land).await?;
-    let room = ja["room_id"].as_str().unwrap().to_string();
-    let (mut wb, _) = joined(&app, &bob, &room).await?;
+    let (room, mut wa, mut wb) = both_in_a_land_room(&app, &alice, &bob).await?;
     for i in 0..3 {
         wa.send(json!({"type": "send_message", "room_id": room, "content": format!("d{i}"), "client_msg_id": format!("d-{i}")}))
             .await?;
@@ -818,10 +816,7 @@ async fn a_deletion_never_overtakes_the_message_it_deletes() -> Result<()> {
     let app = windowed_app(400).await?;
     let alice = app.user("alice").await?;
     let bob = app.user("bob").await?;
-    let land = first_land(&app, &alice).await?;
-    let (mut wa, ja) = joined(&app, &alice, &land).await?;
-    let room = ja["room_id"].as_str().unwrap().to_string();
-    let (mut wb, _) = joined(&app, &bob, &room).await?;
+    let (room, mut wa, mut wb) = both_in_a_land_room(&app, &alice, &bob).await?;
     let ack = send(&mut wa, &room, "regret", "r1").await?;
     let id = ack["message_id"].as_str().unwrap().to_string();
     let (status, _) =
