@@ -306,21 +306,15 @@ impl ConnHandle {
             out.finished = true;
             out.close_sent = true;
         }
-        let queued = &self.control.queued;
-        let idle = !out.writing && queued.load(Ordering::Acquire) == 0;
-        let item = match &out.socket {
-            Some(socket) if direct && idle => match write_direct(socket.as_ref(), item) {
-                Direct::Done => return true,
-                Direct::Left(rest) => rest,
-                Direct::Failed => {
-                    // The peer is gone: stop writing; the reader sees the same and closes.
-                    out.socket = None;
-                    self.control.close(1000);
-                    return false;
-                }
-            },
-            _ => item,
+        let item = if direct {
+            match self.write_if_idle(&mut out, item) {
+                Ok(rest) => rest,
+                Err(sent) => return sent,
+            }
+        } else {
+            item
         };
+        let queued = &self.control.queued;
         let n = item.count();
         if queued.fetch_add(n, Ordering::AcqRel) + n > SEND_QUEUE {
             queued.fetch_sub(n, Ordering::AcqRel);
@@ -339,6 +333,24 @@ impl ConnHandle {
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 queued.fetch_sub(n, Ordering::AcqRel);
                 false
+            }
+        }
+    }
+
+    /// With the output lock held: writes `item` to the socket when one is attached, nothing is
+    /// queued and the writer is idle. `Ok` is what is left to queue (all of `item` when it could
+    /// not be written now); `Err` is the send's result when nothing is left to queue.
+    fn write_if_idle(&self, out: &mut Output, item: Out) -> Result<Out, bool> {
+        let idle = !out.writing && self.control.queued.load(Ordering::Acquire) == 0;
+        let Some(socket) = out.socket.as_ref().filter(|_| idle) else { return Ok(item) };
+        match write_direct(socket.as_ref(), item) {
+            Direct::Done => Err(true),
+            Direct::Left(rest) => Ok(rest),
+            Direct::Failed => {
+                // The peer is gone: stop writing; the reader sees the same and closes.
+                out.socket = None;
+                self.control.close(1000);
+                Err(false)
             }
         }
     }
@@ -373,18 +385,10 @@ impl ConnHandle {
         if out.finished {
             return false;
         }
-        let mut item = Out::One(frame);
-        if let (Some(socket), false) = (&out.socket, out.writing || self.control.queued.load(Ordering::Acquire) > 0) {
-            match write_direct(socket.as_ref(), item) {
-                Direct::Done => return true,
-                Direct::Left(rest) => item = rest,
-                Direct::Failed => {
-                    out.socket = None;
-                    self.control.close(1000);
-                    return false;
-                }
-            }
-        }
+        let item = match self.write_if_idle(&mut out, Out::One(frame)) {
+            Ok(rest) => rest,
+            Err(sent) => return sent,
+        };
         self.control.queued.fetch_add(item.count(), Ordering::AcqRel);
         permit.send(item);
         true

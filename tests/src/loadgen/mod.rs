@@ -337,12 +337,7 @@ pub async fn run(cfg: &LoadConfig) -> Result<Report> {
         let cpu = sample(cfg.server_pid)?;
         tokio::time::sleep(QUIET).await;
         let server_busy = match (cpu, sample(cfg.server_pid)?) {
-            (Some(a), Some(b)) => {
-                let cores = b.cpu_ticks.saturating_sub(a.cpu_ticks) as f64
-                    / sys::clock_ticks_per_sec() as f64
-                    / QUIET.as_secs_f64();
-                cores > 0.1
-            }
+            (Some(a), Some(b)) => b.cpu_seconds_since(&a, clk_tck) / QUIET.as_secs_f64() > 0.1,
             _ => false,
         };
         let quiet = shared.frames_before_window.load(Ordering::Relaxed) == frames && !server_busy;

@@ -166,7 +166,7 @@ pub(super) fn build(i: Inputs<'_>) -> Report {
     let deliveries = sum(|r| r.deliveries);
     let window_s = i.window.as_secs_f64();
     let server = i.window_start_sample.zip(i.window_end_sample).map(|(a, b)| {
-        let cpu_seconds = b.cpu_ticks.saturating_sub(a.cpu_ticks) as f64 / i.clk_tck as f64;
+        let cpu_seconds = b.cpu_seconds_since(&a, i.clk_tck);
         let wall = (i.window + i.drained).as_secs_f64();
         let opened = i.results.len();
         let growth = i.rss_before_connect.zip(i.rss_connected).and_then(|(before, after)| {

@@ -19,6 +19,13 @@ pub struct ProcSample {
     pub rss_kib: u64,
 }
 
+impl ProcSample {
+    /// CPU-seconds the process used between `earlier` and this sample.
+    pub fn cpu_seconds_since(&self, earlier: &ProcSample, clk_tck: u64) -> f64 {
+        self.cpu_ticks.saturating_sub(earlier.cpu_ticks) as f64 / clk_tck.max(1) as f64
+    }
+}
+
 /// Reads `/proc/PID/stat` and `/proc/PID/status`.
 pub fn sample(pid: u32) -> Result<ProcSample> {
     let dir = PathBuf::from(format!("/proc/{pid}"));

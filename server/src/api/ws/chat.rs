@@ -323,18 +323,15 @@ async fn write_loop(socket: Arc<Socket>, mut rx: OutQueue, control: Arc<ConnCont
     }
     // Nothing is written after the close frame: later sends are dropped from here on. When
     // the client closed first, the protocol layer's answer already was the close frame.
-    let close_sent = rx.finish();
-    if close_sent {
-        let _ = tokio::time::timeout(WRITE_TIMEOUT, socket.write_all(&bytes)).await;
-        return;
+    if !rx.finish() {
+        let reason = match code {
+            close_code::GOING_AWAY => "server shutting down",
+            close_code::TOO_BIG => "frame too big",
+            close_code::RATE_LIMITED => "rate limited or too slow; reconnect later",
+            _ => "",
+        };
+        bytes.extend_from_slice(&close_frame(code, reason));
     }
-    let reason = match code {
-        close_code::GOING_AWAY => "server shutting down",
-        close_code::TOO_BIG => "frame too big",
-        close_code::RATE_LIMITED => "rate limited or too slow; reconnect later",
-        _ => "",
-    };
-    bytes.extend_from_slice(&close_frame(code, reason));
     let _ = tokio::time::timeout(WRITE_TIMEOUT, socket.write_all(&bytes)).await;
 }
 
