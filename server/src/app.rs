@@ -19,8 +19,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use crate::api;
 use crate::api::socket::{Peer, SocketListener};
-use crate::api::{self, state::AppState};
+use crate::api::state::{AppState, AppStateInner};
 use crate::auth::TokenKeys;
 use crate::chat::crypto::Keyring;
 use crate::chat::{Chat, ChatSettings, ChatTasks};
@@ -198,7 +199,7 @@ impl Application {
         let listener = TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
-        let state = AppState {
+        let state = AppState::new(AppStateInner {
             db,
             keys,
             world,
@@ -209,7 +210,7 @@ impl Application {
             shutdown,
             connections: TaskTracker::new(),
             land_lock: Arc::new(tokio::sync::Mutex::new(())),
-        };
+        });
         Ok(Self { listener, udp_addr, state, world_thread, world_stop, writer, chat_tasks, chat_stop, gateway })
     }
 

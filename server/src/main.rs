@@ -10,6 +10,9 @@ use landworld_server::chat::crypto::{Keyring, rotate_and_reseal};
 use landworld_server::config::{Cli, Command};
 use landworld_server::{Application, telemetry};
 
+// `--features system-alloc` keeps the system allocator, so that heap profilers that hook
+// `malloc` (heaptrack, valgrind's massif) see the server's allocations (docs/performance.md).
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -462,3 +462,175 @@ async fn api_docs_page_serves_vendored_swagger_ui() -> anyhow::Result<()> {
     assert!(res.url().path() == "/api/docs");
     Ok(())
 }
+
+/// A client that writes any bytes it likes after the opening handshake, to check how the server
+/// handles WebSocket framing itself (RFC 6455): masking, fragments, control frames, close codes.
+mod raw {
+    use std::time::Duration;
+
+    use anyhow::{Result, anyhow};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    pub struct Raw {
+        pub stream: TcpStream,
+        buf: Vec<u8>,
+    }
+
+    /// A client frame: first byte `b0` (FIN, opcode), masked unless `masked` is false.
+    pub fn frame(b0: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+        let mask = [0x1f, 0x8b, 0x55, 0xc4];
+        let mut out = vec![b0];
+        let m = if masked { 0x80 } else { 0 };
+        match payload.len() {
+            n @ 0..=125 => out.push(m | n as u8),
+            n => {
+                out.push(m | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+        }
+        if masked {
+            out.extend_from_slice(&mask);
+            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        } else {
+            out.extend_from_slice(payload);
+        }
+        out
+    }
+
+    impl Raw {
+        /// Opens `/api/v1/ws/connect?token=…` and sends `early` in the same write as the
+        /// request, so it reaches the server right behind the handshake.
+        pub async fn connect(addr: std::net::SocketAddr, token: &str, early: &[u8]) -> Result<Self> {
+            let mut stream = TcpStream::connect(addr).await?;
+            let mut request = format!(
+                "GET /api/v1/ws/connect?token={token} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
+                 Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+            .into_bytes();
+            request.extend_from_slice(early);
+            stream.write_all(&request).await?;
+            let mut raw = Self { stream, buf: Vec::new() };
+            let head = loop {
+                if let Some(i) = raw.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break raw.buf.drain(..i + 4).collect::<Vec<u8>>();
+                }
+                raw.fill().await?;
+            };
+            let head = String::from_utf8(head)?;
+            if !head.starts_with("HTTP/1.1 101") {
+                return Err(anyhow!("upgrade refused: {head}"));
+            }
+            // RFC 6455's own example key and accept value.
+            if !head.to_ascii_lowercase().contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=") {
+                return Err(anyhow!("wrong accept key: {head}"));
+            }
+            Ok(raw)
+        }
+
+        async fn fill(&mut self) -> Result<()> {
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut chunk)).await??;
+            if n == 0 {
+                return Err(anyhow!("end of stream"));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+            Ok(())
+        }
+
+        /// The next server frame: its opcode and payload (server frames are never masked).
+        pub async fn next(&mut self) -> Result<(u8, Vec<u8>)> {
+            loop {
+                if self.buf.len() >= 2 {
+                    assert_eq!(self.buf[1] & 0x80, 0, "server frames are not masked");
+                    let (at, len) = match self.buf[1] & 0x7f {
+                        126 if self.buf.len() >= 4 => (4, usize::from(u16::from_be_bytes([self.buf[2], self.buf[3]]))),
+                        126 | 127 => (usize::MAX, 0),
+                        n => (2, usize::from(n)),
+                    };
+                    if at != usize::MAX && self.buf.len() >= at + len {
+                        let opcode = self.buf[0] & 0x0f;
+                        let payload = self.buf[at..at + len].to_vec();
+                        self.buf.drain(..at + len);
+                        return Ok((opcode, payload));
+                    }
+                }
+                self.fill().await?;
+            }
+        }
+
+        /// Skips text frames until a frame with `opcode`; returns its payload.
+        pub async fn until(&mut self, opcode: u8) -> Result<Vec<u8>> {
+            loop {
+                let (op, payload) = self.next().await?;
+                if op == opcode {
+                    return Ok(payload);
+                }
+                assert_eq!(op, 0x1, "only text frames in between");
+            }
+        }
+
+        /// Skips frames until a text frame whose `type` is `kind`.
+        pub async fn until_text(&mut self, kind: &str) -> Result<serde_json::Value> {
+            loop {
+                let payload = self.until(0x1).await?;
+                let v: serde_json::Value = serde_json::from_slice(&payload)?;
+                if v["type"] == kind {
+                    return Ok(v);
+                }
+            }
+        }
+
+        /// Reads until the close frame; its status code.
+        pub async fn close_code(&mut self) -> Result<u16> {
+            let payload = self.until(0x8).await?;
+            Ok(u16::from_be_bytes([payload[0], payload[1]]))
+        }
+    }
+}
+
+/// The server's own framing layer (it reads client frames straight off the socket): frames sent
+/// right behind the handshake are read; pings get pongs with their payload; a fragmented text
+/// message is joined, also around a control frame; a client's close is answered with its code;
+/// an unmasked frame closes with 1002 and invalid UTF-8 with 1007 (RFC 6455); a binary frame
+/// gets an `error` frame and the connection stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_websocket_framing_follows_rfc_6455() -> anyhow::Result<()> {
+    use raw::{Raw, frame};
+    use tokio::io::AsyncWriteExt;
+    let app = landworld_tests::spawn_app(landworld_tests::Backend::Sqlite).await?.expect("sqlite");
+    let user = app.user("framer").await?;
+    // A ping in the same TCP write as the upgrade request.
+    let mut ws = Raw::connect(app.addr, &user.token, &frame(0x89, b"early", true)).await?;
+    assert_eq!(ws.until(0xA).await?, b"early");
+    // Fragments with a ping between them: the pong comes first, then the joined message's answer.
+    let mut wire = frame(0x01, br#"{"type":"#, true);
+    wire.extend(frame(0x89, b"between", true));
+    wire.extend(frame(0x00, br#""pi"#, true));
+    wire.extend(frame(0x80, br#"ng"}"#, true));
+    ws.stream.write_all(&wire).await?;
+    assert_eq!(ws.until(0xA).await?, b"between");
+    ws.until_text("pong").await?;
+    // Binary: an error frame, and the connection goes on.
+    ws.stream.write_all(&frame(0x82, &[1, 2, 3], true)).await?;
+    let err = ws.until_text("error").await?;
+    assert_eq!(err["code"], "invalid_frame", "{err}");
+    ws.stream.write_all(&frame(0x81, br#"{"type":"ping"}"#, true)).await?;
+    ws.until_text("pong").await?;
+    // The client closes with 4000: the answer carries the same code.
+    ws.stream.write_all(&frame(0x88, &4000u16.to_be_bytes(), true)).await?;
+    assert_eq!(ws.close_code().await?, 4000);
+
+    // Unmasked client frame: protocol error.
+    let mut ws = Raw::connect(app.addr, &user.token, &[]).await?;
+    ws.until_text("connected").await?;
+    ws.stream.write_all(&frame(0x81, br#"{"type":"ping"}"#, false)).await?;
+    assert_eq!(ws.close_code().await?, 1002);
+
+    // Text that is not UTF-8.
+    let mut ws = Raw::connect(app.addr, &user.token, &[]).await?;
+    ws.until_text("connected").await?;
+    ws.stream.write_all(&frame(0x81, &[b'{', 0xff, 0xfe, b'}'], true)).await?;
+    assert_eq!(ws.close_code().await?, 1007);
+    Ok(())
+}

@@ -1,51 +1,45 @@
 //! The HTTP listener's connections, shared between hyper and the chat WebSocket's writers.
 //!
 //! axum serves each accepted TCP connection through a [`SocketIo`]: hyper reads requests and
-//! writes responses through it, and after a WebSocket upgrade the protocol layer (tungstenite)
-//! reads client frames through it. The same socket reaches the WebSocket handler as connect
-//! info ([`Peer`]), so the connection's frames can be written to it directly — one `writev`
-//! by the thread that delivers them, see [`crate::world::conn`] — instead of through a writer
-//! task and tungstenite's write buffer. Once a WebSocket connection takes the socket over
-//! ([`Socket::hand_output_to`]), what tungstenite itself writes (pongs, the answer to a close)
-//! goes through the connection's ordered output too, so nothing interleaves on the wire.
+//! writes responses through it. The same socket reaches the WebSocket handler as connect info
+//! ([`Peer`]): after the upgrade, hyper lets go of the connection and the chat WebSocket reads
+//! client frames from the socket itself ([`crate::api::ws::frames`]) and writes its frames to it
+//! directly — one `writev` by the thread that delivers them, see [`crate::world::conn`].
 
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
-use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::world::conn::{ConnHandle, DirectWrite};
+use crate::world::conn::DirectWrite;
 
 /// One accepted TCP connection.
 #[derive(Debug)]
 pub struct Socket {
     stream: TcpStream,
-    /// The WebSocket connection that owns the output, once there is one.
-    output: Mutex<Option<ConnHandle>>,
 }
 
 impl Socket {
     fn new(stream: TcpStream) -> Self {
-        Self { stream, output: Mutex::new(None) }
+        Self { stream }
     }
 
-    /// From now on, bytes written through [`SocketIo`] go through `conn`'s ordered output.
-    pub fn hand_output_to(&self, conn: ConnHandle) {
-        *self.output.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn);
+    /// Waits until the socket may have bytes to read (or the peer is gone).
+    pub async fn readable(&self) -> io::Result<()> {
+        self.stream.readable().await
     }
 
-    /// Ends [`Self::hand_output_to`] (the connection is over; this also drops the handle the
-    /// socket kept, which refers back to the socket).
-    pub fn take_output_back(&self) {
-        self.output.lock().unwrap_or_else(PoisonError::into_inner).take();
+    /// Reads what is there without waiting: `WouldBlock` when nothing is, `Ok(0)` at the end of
+    /// the stream.
+    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream.try_read(buf)
     }
 
     /// Writes all of `buf`, waiting for the socket to take it.
@@ -69,7 +63,8 @@ impl DirectWrite for Socket {
     }
 }
 
-/// The I/O object hyper serves a connection on.
+/// The I/O object hyper serves a connection on (and hands back, wrapped in hyper-util's
+/// `TokioIo`, when a request upgrades the connection).
 #[derive(Debug, Clone)]
 pub struct SocketIo(Arc<Socket>);
 
@@ -96,13 +91,6 @@ impl AsyncRead for SocketIo {
 
 impl AsyncWrite for SocketIo {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let owner = self.0.output.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        if let Some(conn) = owner {
-            // A control frame of the WebSocket protocol layer: in order with everything else.
-            // Refused only once the connection closed its output, when it no longer matters.
-            conn.send_raw(Bytes::copy_from_slice(buf));
-            return Poll::Ready(Ok(buf.len()));
-        }
         loop {
             ready!(self.0.stream.poll_write_ready(cx))?;
             match self.0.stream.try_write(buf) {

@@ -14,8 +14,28 @@ use crate::game::tokens::GameTokens;
 use crate::store::Db;
 use crate::world::WorldHandle;
 
+/// What every request and connection shares, behind one `Arc`: cloning it (once per request,
+/// and kept by every WebSocket connection for its lifetime) is one reference count, and an
+/// idle connection carries 8 bytes of it instead of the whole struct. Fields are reached through
+/// `Deref` (`state.db`).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppStateInner>);
+
+impl AppState {
+    pub fn new(inner: AppStateInner) -> Self {
+        Self(Arc::new(inner))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateInner;
+
+    fn deref(&self) -> &AppStateInner {
+        &self.0
+    }
+}
+
+pub struct AppStateInner {
     pub db: Db,
     pub keys: TokenKeys,
     pub world: WorldHandle,

@@ -11,16 +11,23 @@
 //! the order of frames on the wire is always the order of the pushes. Every push and every take
 //! happens under the connection's output lock, which is what makes "nothing queued and the
 //! writer idle" a fact and not a guess.
+//!
+//! **The queue** is a `VecDeque` under that same lock (every push takes the lock anyway), with
+//! the writer's waker beside it: an idle connection's queue holds no allocation at all (a
+//! channel would keep its first block of slots, ~1.8 KiB, per connection), and the memory a
+//! burst made it grow is given back as soon as the writer has emptied it.
 
+use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Poll, Waker};
 
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use landworld_shared::limits::close_code;
 use landworld_shared::protocol::ws::ServerFrame;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -127,9 +134,9 @@ pub struct ConnControl {
     /// writer checks on every wake-up).
     closed: AtomicBool,
     token: CancellationToken,
-    /// Frames in the queue (pushed and not yet taken by the connection task).
-    queued: AtomicUsize,
     output: Mutex<Output>,
+    /// Signalled when the writer took frames from a queue (room for [`ConnHandle::send_wait`]).
+    space: Notify,
 }
 
 /// The connection's output state, under one lock (see the module docs).
@@ -144,7 +151,38 @@ struct Output {
     /// A close frame was sent through the output (the protocol layer answering the client's
     /// close): the writer must not send a second one.
     close_sent: bool,
+    /// Items waiting for the writer task.
+    queue: VecDeque<Out>,
+    /// Frames in `queue` (what [`SEND_QUEUE`] limits).
+    queued: usize,
+    /// The writer task, when it waits for the queue to fill.
+    waker: Option<Waker>,
 }
+
+impl Output {
+    /// Queues `item` and returns the writer's waker, to be woken once the lock is let go.
+    fn enqueue(&mut self, item: Out) -> Option<Waker> {
+        self.queued += item.count();
+        self.queue.push_back(item);
+        self.waker.take()
+    }
+
+    /// The writer takes the first item: until it reports [`OutQueue::written`], pushes queue
+    /// behind it.
+    fn take(&mut self) -> Option<Out> {
+        let item = self.queue.pop_front()?;
+        self.queued -= item.count();
+        self.writing = true;
+        if self.queue.is_empty() && self.queue.capacity() > IDLE_QUEUE {
+            // Give back what a burst made the queue grow to.
+            self.queue = VecDeque::new();
+        }
+        Some(item)
+    }
+}
+
+/// Queue slots an emptied queue may keep (none: an idle connection holds no queue memory).
+const IDLE_QUEUE: usize = 0;
 
 impl ConnControl {
     pub fn close(&self, code: u16) {
@@ -247,16 +285,14 @@ fn write_direct(socket: &dyn DirectWrite, item: Out) -> Direct {
 #[derive(Clone, Debug)]
 pub struct ConnHandle {
     pub conn_id: Uuid,
-    tx: mpsc::Sender<Out>,
     control: Arc<ConnControl>,
 }
 
 impl ConnHandle {
     /// A handle and the receiving end the connection task drains.
     pub fn new(conn_id: Uuid) -> (Self, OutQueue, Arc<ConnControl>) {
-        let (tx, rx) = mpsc::channel(SEND_QUEUE);
         let control = Arc::new(ConnControl::default());
-        (Self { conn_id, tx, control: control.clone() }, OutQueue { rx, control: control.clone() }, control)
+        (Self { conn_id, control: control.clone() }, OutQueue { control: control.clone() }, control)
     }
 
     /// Lets pushes write to `socket` directly while nothing is queued (see the module docs).
@@ -314,34 +350,24 @@ impl ConnHandle {
         } else {
             item
         };
-        let queued = &self.control.queued;
-        let n = item.count();
-        if queued.fetch_add(n, Ordering::AcqRel) + n > SEND_QUEUE {
-            queued.fetch_sub(n, Ordering::AcqRel);
+        if out.queued + item.count() > SEND_QUEUE {
             drop(out);
             self.slow_consumer();
             return false;
         }
-        match self.tx.try_send(item) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                queued.fetch_sub(n, Ordering::AcqRel);
-                drop(out);
-                self.slow_consumer();
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                queued.fetch_sub(n, Ordering::AcqRel);
-                false
-            }
+        let waker = out.enqueue(item);
+        drop(out);
+        if let Some(w) = waker {
+            w.wake();
         }
+        true
     }
 
     /// With the output lock held: writes `item` to the socket when one is attached, nothing is
     /// queued and the writer is idle. `Ok` is what is left to queue (all of `item` when it could
     /// not be written now); `Err` is the send's result when nothing is left to queue.
     fn write_if_idle(&self, out: &mut Output, item: Out) -> Result<Out, bool> {
-        let idle = !out.writing && self.control.queued.load(Ordering::Acquire) == 0;
+        let idle = !out.writing && out.queue.is_empty();
         let Some(socket) = out.socket.as_ref().filter(|_| idle) else { return Ok(item) };
         match write_direct(socket.as_ref(), item) {
             Direct::Done => Err(true),
@@ -371,27 +397,37 @@ impl ConnHandle {
     /// Queues a frame, waiting for room in the queue (history replay: a long replay must not
     /// count as a slow consumer). False once the connection is closed.
     pub async fn send_wait(&self, frame: OutFrame) -> bool {
-        if self.control.is_closed() {
-            return false;
+        loop {
+            if self.control.is_closed() {
+                return false;
+            }
+            // Registered before looking, so that room made in between is not missed.
+            let space = self.control.space.notified();
+            tokio::pin!(space);
+            space.as_mut().enable();
+            {
+                let mut out = self.control.output();
+                if out.finished {
+                    return false;
+                }
+                if out.queued < SEND_QUEUE {
+                    let item = match self.write_if_idle(&mut out, Out::One(frame)) {
+                        Ok(rest) => rest,
+                        Err(sent) => return sent,
+                    };
+                    let waker = out.enqueue(item);
+                    drop(out);
+                    if let Some(w) = waker {
+                        w.wake();
+                    }
+                    return true;
+                }
+            }
+            tokio::select! {
+                () = &mut space => {}
+                () = self.control.closed() => return false,
+            }
         }
-        let permit = tokio::select! {
-            permit = self.tx.reserve() => match permit {
-                Ok(p) => p,
-                Err(_) => return false,
-            },
-            () = self.control.closed() => return false,
-        };
-        let mut out = self.control.output();
-        if out.finished {
-            return false;
-        }
-        let item = match self.write_if_idle(&mut out, Out::One(frame)) {
-            Ok(rest) => rest,
-            Err(sent) => return sent,
-        };
-        self.control.queued.fetch_add(item.count(), Ordering::AcqRel);
-        permit.send(item);
-        true
     }
 
     /// Asks the connection to close with `code`.
@@ -408,41 +444,51 @@ impl ConnHandle {
 /// until it reports [`Self::written`], pushes queue behind what it took.
 #[derive(Debug)]
 pub struct OutQueue {
-    rx: mpsc::Receiver<Out>,
     control: Arc<ConnControl>,
 }
 
+/// [`OutQueue::try_recv`] found nothing queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueEmpty;
+
 impl OutQueue {
-    /// Waits for at least one item and takes up to `limit`; 0 once every sender is gone.
+    /// Waits for at least one item and takes up to `limit` (at least one). It waits as long as
+    /// nothing is queued: the connection's writer also watches [`ConnControl::closed`].
     pub async fn recv_many(&mut self, buf: &mut Vec<Out>, limit: usize) -> usize {
-        let start = buf.len();
-        let n = self.rx.recv_many(buf, limit).await;
-        let frames: usize = buf[start..].iter().map(Out::count).sum();
-        self.taken(frames);
+        let n = std::future::poll_fn(|cx| {
+            let mut out = self.control.output();
+            if out.queue.is_empty() {
+                if !out.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    out.waker = Some(cx.waker().clone());
+                }
+                return Poll::Pending;
+            }
+            let mut n = 0;
+            while n < limit.max(1)
+                && let Some(item) = out.take()
+            {
+                buf.push(item);
+                n += 1;
+            }
+            Poll::Ready(n)
+        })
+        .await;
+        self.control.space.notify_waiters();
         n
     }
 
     /// Takes one item if there is one.
-    pub fn try_recv(&mut self) -> Result<Out, mpsc::error::TryRecvError> {
-        let item = self.rx.try_recv()?;
-        self.taken(item.count());
+    pub fn try_recv(&mut self) -> Result<Out, QueueEmpty> {
+        let item = self.control.output().take().ok_or(QueueEmpty)?;
+        self.control.space.notify_waiters();
         Ok(item)
-    }
-
-    fn taken(&self, frames: usize) {
-        let mut out = self.control.output();
-        out.writing = true;
-        // `send_wait` counts its frame under the same lock, after the permit's push; a racing
-        // take may still come first.
-        let _ =
-            self.control.queued.fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| Some(q.saturating_sub(frames)));
     }
 
     /// Everything taken so far is on the socket: when nothing else is queued, pushes may
     /// write directly again.
     pub fn written(&self) {
         let mut out = self.control.output();
-        if self.control.queued.load(Ordering::Acquire) == 0 {
+        if out.queue.is_empty() {
             out.writing = false;
         }
     }
@@ -455,6 +501,8 @@ impl OutQueue {
         out.finished = true;
         out.writing = true;
         out.socket = None;
+        out.queue = VecDeque::new();
+        out.queued = 0;
         out.close_sent
     }
 }
@@ -466,6 +514,8 @@ pub fn encode(frame: &ServerFrame) -> OutFrame {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn frames(n: usize) -> Arc<[OutFrame]> {
@@ -658,6 +708,67 @@ mod tests {
         assert!(!handle.send_many_now(&hundred), "1,100 frames queued is over the limit");
         assert!(control.is_closed());
         assert_eq!(control.code(), close_code::RATE_LIMITED);
+    }
+
+    #[test]
+    fn an_emptied_queue_gives_its_memory_back() {
+        let (handle, mut rx, control) = ConnHandle::new(Uuid::new_v4());
+        for i in 0..500 {
+            assert!(handle.send(&OutFrame::from(i.to_string())));
+        }
+        assert!(control.output().queue.capacity() >= 500);
+        let mut n = 0;
+        while rx.try_recv().is_ok() {
+            n += 1;
+        }
+        assert_eq!(n, 500);
+        let out = control.output();
+        assert_eq!((out.queued, out.queue.capacity()), (0, 0), "nothing kept by an idle connection");
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime")
+    }
+
+    #[test]
+    fn the_writer_waits_until_something_is_queued() {
+        let (handle, mut rx, _control) = ConnHandle::new(Uuid::new_v4());
+        runtime().block_on(async {
+            let mut taken = Vec::new();
+            let waiting = tokio::time::timeout(Duration::from_millis(50), rx.recv_many(&mut taken, 8)).await;
+            assert!(waiting.is_err(), "nothing queued: the writer waits");
+            let pusher = handle.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                pusher.send(&OutFrame::from("wake up"));
+            });
+            let n = tokio::time::timeout(Duration::from_secs(5), rx.recv_many(&mut taken, 8)).await.expect("woken");
+            assert_eq!(n, 1);
+            assert_eq!(taken[0].frames()[0].as_str(), "wake up");
+        });
+    }
+
+    #[test]
+    fn send_wait_waits_for_room_instead_of_closing() {
+        let (handle, mut rx, control) = ConnHandle::new(Uuid::new_v4());
+        for _ in 0..SEND_QUEUE / 8 {
+            assert!(handle.send_many_now(&frames(8)));
+        }
+        runtime().block_on(async {
+            let waiter = handle.clone();
+            let replay = tokio::spawn(async move { waiter.send_wait(OutFrame::from("replayed")).await });
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(!replay.is_finished(), "a full queue: the replay waits");
+            assert!(!control.is_closed(), "and is not a slow consumer");
+            assert!(rx.try_recv().is_ok(), "the writer takes 8 frames");
+            let sent = tokio::time::timeout(Duration::from_secs(5), replay).await.expect("room").expect("task");
+            assert!(sent);
+        });
+        let mut last = None;
+        while let Ok(item) = rx.try_recv() {
+            last = Some(item);
+        }
+        assert_eq!(last.expect("queued").frames()[0].as_str(), "replayed", "queued behind the rest");
     }
 
     #[test]

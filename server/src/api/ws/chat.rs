@@ -3,29 +3,30 @@
 //! (handled by [`crate::chat`]) — with `error` frames for bad input and the close codes of
 //! SPEC §10 (4001 auth, 1009 too big, 4008 rate limited / slow consumer, 1001 shutdown).
 //!
-//! Each connection is two halves: the reader loop below, and its output ([`ConnHandle`]): frames
-//! are written straight to the socket by whoever sends them while nothing is queued (see
-//! [`crate::world::conn`]; the socket comes from [`crate::api::socket`]), and otherwise queued
-//! for the connection's writer task, which drains the bounded queue with one write per batch.
-//! The world, the chat fan-out and the reader all send through the same handle, so frames keep
-//! their order; closing is requested through the connection's [`ConnControl`].
+//! Each connection is two halves: the reader loop below, which reads client frames straight off
+//! the socket ([`super::frames`]; the socket comes from [`crate::api::socket`]), and its output
+//! ([`ConnHandle`]): frames are written straight to the socket by whoever sends them while
+//! nothing is queued (see [`crate::world::conn`]), and otherwise queued for the connection's
+//! writer task, which drains the bounded queue with one write per batch. The world, the chat
+//! fan-out and the reader (pongs, the answer to a close) all send through the same handle, so
+//! frames keep their order; closing is requested through the connection's [`ConnControl`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::rejection::ExtensionRejection;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use futures_util::SinkExt;
+use bytes::Bytes;
+use hyper_util::rt::TokioIo;
 use landworld_shared::limits::{self, MAX_FRAME_BYTES, close_code};
 use landworld_shared::protocol::ws::{ClientFrame, ServerFrame, Status, error_code, parse_client_frame};
 use landworld_shared::world::TilePos;
 use uuid::Uuid;
 
+use super::frames::{FrameReader, Incoming, Upgrade, close_reply, pong};
 use super::limits::{Strikes, TokenBucket};
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::ApiQuery;
@@ -37,15 +38,13 @@ use crate::store::{ms_to_rfc3339, now_ms};
 use crate::world::WorldCommand;
 use crate::world::conn::{ConnControl, ConnHandle, Out, OutQueue, close_frame};
 
-/// Largest frame the transport reads before giving up on the connection.
-const READ_LIMIT: usize = 1024 * 1024;
-/// Initial read buffer per connection (grows for big frames); small so that idle connections
-/// stay cheap (client frames are commands of a few hundred bytes).
-const READ_BUFFER: usize = 1024;
+/// Bytes taken from the socket per read (on the stack, only while reading).
+const READ_CHUNK: usize = 4096;
 /// Queue items written per write at most (the writer's buffer lives only for one write).
 const WRITE_BATCH: usize = 16;
-/// Room for queued frames a connection keeps between flushes.
-const IDLE_BATCH: usize = 4;
+/// Room for queue items the writer keeps between batches (none: an idle connection's writer
+/// holds no buffer).
+const IDLE_BATCH: usize = 0;
 /// All frames: rate and burst per connection.
 const FRAME_RATE: u32 = 100;
 const FRAME_BURST: u32 = 200;
@@ -72,26 +71,21 @@ pub async fn connect(
     ApiQuery(params): ApiQuery<HashMap<String, String>>,
     headers: HeaderMap,
     peer: Result<ConnectInfo<Peer>, ExtensionRejection>,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    upgrade: Result<Upgrade, ApiError>,
 ) -> Response {
     if !super::origin_allowed(&headers, &state.config.allowed_origins) {
         return ApiError::Forbidden("origin not allowed".into()).into_response();
     }
     // A plain GET (no upgrade headers) gets a JSON error like every other route.
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(rejection) => return ApiError::BadRequest(rejection.body_text()).into_response(),
+    let upgrade = match upgrade {
+        Ok(u) => u,
+        Err(e) => return e.into_response(),
     };
     // The router is always served with connect info (`app.rs`); without it there is no socket
-    // to write to.
+    // to read from and write to.
     let Ok(ConnectInfo(peer)) = peer else {
         return ApiError::Unavailable("websocket served without its socket".into()).into_response();
     };
-    // The transport reads frames up to READ_LIMIT so that a frame just over the protocol limit
-    // is consumed whole and answered with a clean close 1009 (closing with unread bytes in the
-    // socket would reset the connection before the client reads the close frame). Anything
-    // bigger fails at the transport and is closed with 1009 too.
-    let ws = ws.max_message_size(READ_LIMIT).max_frame_size(READ_LIMIT).read_buffer_size(READ_BUFFER);
     let claims = params.get("token").and_then(|t| state.keys.verify(t).ok());
     let user = match claims {
         Some(c) => match state.db.user_by_id(c.sub).await {
@@ -104,18 +98,93 @@ pub async fn connect(
         },
         None => None,
     };
+    let (response, on_upgrade) = upgrade.accept();
     let tracker = state.connections.clone();
-    match user {
-        None => ws.on_upgrade(|socket| close_with(socket, close_code::AUTH, "invalid or expired token")),
-        Some(user) => ws.on_upgrade(move |socket| {
-            tracker.track_future(run(state, socket, peer.socket, user.id, Arc::from(user.username.as_str())))
-        }),
+    let tcp = peer.socket;
+    tokio::spawn(tracker.track_future(async move {
+        // Completes once hyper wrote the 101 and let go of the connection: then the socket is
+        // ours, plus whatever hyper had already read past the request (a client may send its
+        // first frames right behind the handshake).
+        let Ok(upgraded) = on_upgrade.await else { return };
+        let early = match take_early(upgraded) {
+            Ok(early) => early,
+            Err(e) => {
+                tracing::debug!(error = %e, "websocket failed right after the upgrade");
+                return;
+            }
+        };
+        match user {
+            None => close_with(&tcp, early, close_code::AUTH, "invalid or expired token").await,
+            Some(user) => run(state, tcp, early, user.id, Arc::from(user.username.as_str())).await,
+        }
+    }));
+    response
+}
+
+/// What hyper's upgraded connection holds before the socket: bytes it read past the request
+/// (the client's first frames, when they came right behind the handshake). Read without
+/// waiting until the upgraded connection would wait for the socket; from then on the socket is
+/// read directly, and hyper's wrapper is dropped.
+fn take_early(upgraded: hyper::upgrade::Upgraded) -> std::io::Result<Bytes> {
+    use tokio::io::AsyncRead;
+    let mut io = TokioIo::new(upgraded);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut early = Vec::new();
+    loop {
+        let mut chunk = [0u8; 1024];
+        let mut buf = tokio::io::ReadBuf::new(&mut chunk);
+        match std::pin::Pin::new(&mut io).poll_read(&mut cx, &mut buf) {
+            std::task::Poll::Ready(Ok(())) if buf.filled().is_empty() => break,
+            std::task::Poll::Ready(Ok(())) => early.extend_from_slice(buf.filled()),
+            std::task::Poll::Ready(Err(e)) => return Err(e),
+            std::task::Poll::Pending => break,
+        }
+    }
+    Ok(early.into())
+}
+
+/// Closes a connection that never became a chat connection: the close frame, then the client's
+/// answer (briefly), so that the close code reaches it.
+async fn close_with(tcp: &Socket, early: Bytes, code: u16, reason: &'static str) {
+    if tokio::time::timeout(WRITE_TIMEOUT, tcp.write_all(&close_frame(code, reason))).await.is_ok() {
+        let mut frames = FrameReader::new(MAX_FRAME_BYTES);
+        frames.feed(&early);
+        let _ = tokio::time::timeout(CLOSE_GRACE * 2, drain_until_close(tcp, &mut frames)).await;
     }
 }
 
-async fn close_with(mut socket: WebSocket, code: u16, reason: &'static str) {
-    let _ = socket.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
-    let _ = socket.close().await;
+/// Reads and discards client input until its close frame, the end of the stream or broken
+/// framing: a connection we are closing must not have unread input when the socket is dropped
+/// (that turns the close into a TCP reset, which can hide the close frame from the client).
+async fn drain_until_close(tcp: &Socket, frames: &mut FrameReader) {
+    loop {
+        loop {
+            match frames.next_frame() {
+                Ok(Some(Incoming::Close(_))) => return,
+                Ok(Some(_)) | Err(super::frames::Violation::TooBig) => {}
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+        if tcp.readable().await.is_err() {
+            return;
+        }
+        match read_into(tcp, frames) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// One non-blocking read from the socket into the frame reader. A plain function, so the read
+/// chunk lives on the stack only while reading, never in the connection's future.
+fn read_into(tcp: &Socket, frames: &mut FrameReader) -> std::io::Result<usize> {
+    let mut chunk = [0u8; READ_CHUNK];
+    let n = tcp.try_read(&mut chunk)?;
+    frames.feed(&chunk[..n]);
+    Ok(n)
 }
 
 /// What the reader needs about its connection.
@@ -132,26 +201,21 @@ struct Ctx {
     strikes: Strikes,
 }
 
-/// Gives the socket back when the connection ends, however it ends: the socket and the
-/// connection's output refer to each other until then.
-struct Release {
-    socket: Arc<Socket>,
-    control: Arc<ConnControl>,
-}
+/// Lets go of the socket when the connection ends, however it ends (the output, shared with
+/// the world and the chat hub, would otherwise keep it open).
+struct Release(Arc<ConnControl>);
 
 impl Drop for Release {
     fn drop(&mut self) {
-        self.control.release_socket();
-        self.socket.take_output_back();
+        self.0.release_socket();
     }
 }
 
-async fn run(state: AppState, mut socket: WebSocket, tcp: Arc<Socket>, user_id: Uuid, username: Arc<str>) {
+async fn run(state: AppState, tcp: Arc<Socket>, early: Bytes, user_id: Uuid, username: Arc<str>) {
     let conn_id = Uuid::new_v4();
     let (conn, rx, control) = ConnHandle::new(conn_id);
     conn.attach(tcp.clone());
-    tcp.hand_output_to(conn.clone());
-    let _release = Release { socket: tcp.clone(), control: control.clone() };
+    let _release = Release(control.clone());
     // Boxed for the same reason as the frame handler below: a database future is large and
     // would otherwise size every connection's task.
     let saved = match Box::pin(state.db.load_position(user_id)).await {
@@ -167,12 +231,13 @@ async fn run(state: AppState, mut socket: WebSocket, tcp: Arc<Socket>, user_id: 
     let connect = WorldCommand::Connect { user_id, username: username.clone(), conn: conn.clone(), saved };
     if state.world.commands.send(connect).await.is_err() {
         state.chat.unregister_conn(user_id, conn_id);
-        close_with(socket, close_code::GOING_AWAY, "server shutting down").await;
+        control.release_socket();
+        close_with(&tcp, early, close_code::GOING_AWAY, "server shutting down").await;
         return;
     }
     tracing::debug!(%user_id, %conn_id, "websocket connected");
     metrics::counter!("landworld_ws_connections_total").increment(1);
-    let writer = tokio::spawn(write_loop(tcp, rx, control.clone()));
+    let writer = tokio::spawn(write_loop(tcp.clone(), rx, control.clone()));
     let mut ctx = Ctx {
         state: state.clone(),
         user_id,
@@ -185,49 +250,10 @@ async fn run(state: AppState, mut socket: WebSocket, tcp: Arc<Socket>, user_id: 
         moves: TokenBucket::new(limits::MOVE_RATE_PER_SEC, limits::MOVE_RATE_PER_SEC),
         strikes: Strikes::new(STRIKE_WINDOW, STRIKE_LIMIT),
     };
-    let mut peer_gone = false;
-    let closed = control.closed();
-    let shutting_down = state.shutdown.cancelled();
-    tokio::pin!(closed, shutting_down);
-    loop {
-        let msg = tokio::select! {
-            biased;
-            () = &mut closed => break,
-            () = &mut shutting_down => break,
-            msg = socket.recv() => msg,
-        };
-        peer_gone = matches!(msg, None | Some(Ok(Message::Close(_))) | Some(Err(_)));
-        match msg {
-            Some(Ok(Message::Text(text))) if text.len() > MAX_FRAME_BYTES => {
-                control.close(close_code::TOO_BIG);
-                break;
-            }
-            Some(Ok(Message::Binary(data))) if data.len() > MAX_FRAME_BYTES => {
-                control.close(close_code::TOO_BIG);
-                break;
-            }
-            // Boxed: the handler's state machine (several KB) is only allocated while a frame
-            // is being handled, instead of inside every idle connection's reader future.
-            Some(Ok(Message::Text(text))) => Box::pin(handle_text(&mut ctx, text.as_str())).await,
-            Some(Ok(Message::Binary(_))) => {
-                ctx.conn.send_frame(&ServerFrame::error(
-                    error_code::INVALID_FRAME,
-                    "binary frames are not supported; send JSON text",
-                    None,
-                ));
-            }
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-            Some(Ok(Message::Close(_))) | None => break,
-            Some(Err(e)) => {
-                if is_too_big(&e) {
-                    control.close(close_code::TOO_BIG);
-                } else {
-                    tracing::debug!(error = %e, %conn_id, "websocket read error");
-                }
-                break;
-            }
-        }
-    }
+    let mut frames = FrameReader::new(MAX_FRAME_BYTES);
+    frames.feed(&early);
+    drop(early);
+    let peer_gone = read_loop(&mut ctx, &tcp, &mut frames).await;
     // Shutdown closes with 1001; otherwise a normal closure unless someone already asked for a
     // specific code (the first code asked for wins).
     control.close(if state.shutdown.is_cancelled() { close_code::GOING_AWAY } else { 1000 });
@@ -235,14 +261,7 @@ async fn run(state: AppState, mut socket: WebSocket, tcp: Arc<Socket>, user_id: 
         // Closing from our side: keep reading (and discarding) until the client answers the
         // close frame, so unread input does not turn the close into a TCP reset that would hide
         // the close code from the client.
-        let drain = async {
-            while let Some(Ok(msg)) = socket.recv().await {
-                if matches!(msg, Message::Close(_)) {
-                    break;
-                }
-            }
-        };
-        let _ = tokio::time::timeout(CLOSE_GRACE * 2, drain).await;
+        let _ = tokio::time::timeout(CLOSE_GRACE * 2, drain_until_close(&tcp, &mut frames)).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
     state.chat.unregister_conn(user_id, conn_id);
@@ -250,17 +269,69 @@ async fn run(state: AppState, mut socket: WebSocket, tcp: Arc<Socket>, user_id: 
     tracing::debug!(%user_id, %conn_id, "websocket closed");
 }
 
-fn is_too_big(err: &axum::Error) -> bool {
-    use std::error::Error as _;
-    let mut source: Option<&(dyn std::error::Error + 'static)> = err.source();
-    while let Some(e) = source {
-        if let Some(t) = e.downcast_ref::<tokio_tungstenite::tungstenite::Error>() {
-            return matches!(t, tokio_tungstenite::tungstenite::Error::Capacity(_));
+/// Reads and handles client frames until the connection ends; whether the client is gone (it
+/// closed, or the stream ended), as opposed to the server closing.
+async fn read_loop(ctx: &mut Ctx, tcp: &Socket, frames: &mut FrameReader) -> bool {
+    let control = ctx.control.clone();
+    let closed = control.closed();
+    let shutdown = ctx.state.shutdown.clone();
+    let shutting_down = shutdown.cancelled();
+    tokio::pin!(closed, shutting_down);
+    loop {
+        // Everything complete in the buffer first, then wait for more.
+        match frames.next_frame() {
+            // Boxed: the handler's state machine (several KB) is only allocated while a frame
+            // is being handled, instead of inside every idle connection's future.
+            Ok(Some(Incoming::Text(text))) => {
+                Box::pin(handle_text(ctx, &text)).await;
+                continue;
+            }
+            Ok(Some(Incoming::Binary(_))) => {
+                ctx.conn.send_frame(&ServerFrame::error(
+                    error_code::INVALID_FRAME,
+                    "binary frames are not supported; send JSON text",
+                    None,
+                ));
+                continue;
+            }
+            Ok(Some(Incoming::Ping(payload))) => {
+                ctx.conn.send_raw(pong(&payload));
+                continue;
+            }
+            Ok(Some(Incoming::Close(code))) => {
+                // The answer is the last frame on the wire (the writer sends no second one).
+                ctx.conn.send_raw(close_reply(code));
+                return true;
+            }
+            Ok(None) => {}
+            Err(violation) => {
+                tracing::debug!(conn_id = %ctx.conn.conn_id, why = violation.reason(), "closing on bad client input");
+                control.close(violation.close_code());
+                return false;
+            }
         }
-        source = e.source();
+        if control.is_closed() {
+            return false;
+        }
+        let ready = tokio::select! {
+            biased;
+            () = &mut closed => return false,
+            () = &mut shutting_down => return false,
+            r = tcp.readable() => r,
+        };
+        if ready.is_err() {
+            return true;
+        }
+        match read_into(tcp, frames) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => {
+                tracing::debug!(error = %e, conn_id = %ctx.conn.conn_id, "websocket read error");
+                return true;
+            }
+        }
     }
-    let text = err.to_string();
-    text.contains("too long") || text.contains("Space limit exceeded")
 }
 
 /// Longest a batch of frames may take to reach the socket before the client counts as stalled.
@@ -279,33 +350,18 @@ async fn write_loop(socket: Arc<Socket>, mut rx: OutQueue, control: Arc<ConnCont
         if control.is_closed() {
             break control.code();
         }
-        let n = tokio::select! {
+        tokio::select! {
             biased;
             () = &mut closed => break control.code(),
-            n = rx.recv_many(&mut batch, WRITE_BATCH) => n,
-        };
-        if n == 0 {
-            break 1000;
+            _ = rx.recv_many(&mut batch, WRITE_BATCH) => {}
         }
         let mut bytes = Vec::new();
         for item in batch.drain(..) {
             item.encode_into(&mut bytes);
         }
-        // A client that stops reading blocks the write: when its queue overflows (close
-        // requested) or the write times out, the socket is dropped without a close handshake,
-        // which could not reach it anyway.
-        let ok = {
-            let mut write = std::pin::pin!(socket.write_all(&bytes));
-            tokio::select! {
-                r = tokio::time::timeout(WRITE_TIMEOUT, write.as_mut()) => matches!(r, Ok(Ok(()))),
-                () = &mut closed => {
-                    // Closing: a reading client finishes this write at once and then gets the
-                    // close frame; a stalled one does not.
-                    matches!(tokio::time::timeout(CLOSE_GRACE, write.as_mut()).await, Ok(Ok(())))
-                }
-            }
-        };
-        if !ok {
+        // Boxed: the write's state (two timers) exists only while a write is under way, not in
+        // every idle connection's writer.
+        if !Box::pin(write_batch(&socket, &bytes, closed.as_mut())).await {
             rx.finish();
             control.close(close_code::RATE_LIMITED);
             return;
@@ -327,12 +383,33 @@ async fn write_loop(socket: Arc<Socket>, mut rx: OutQueue, control: Arc<ConnCont
         let reason = match code {
             close_code::GOING_AWAY => "server shutting down",
             close_code::TOO_BIG => "frame too big",
+            1002 => "protocol error",
+            1007 => "text frame is not valid UTF-8",
             close_code::RATE_LIMITED => "rate limited or too slow; reconnect later",
             _ => "",
         };
         bytes.extend_from_slice(&close_frame(code, reason));
     }
-    let _ = tokio::time::timeout(WRITE_TIMEOUT, socket.write_all(&bytes)).await;
+    let _ = Box::pin(tokio::time::timeout(WRITE_TIMEOUT, socket.write_all(&bytes))).await;
+}
+
+/// Writes one batch. A client that stops reading blocks the write: when its queue overflows
+/// (close requested) or the write times out, this fails and the socket is dropped without a
+/// close handshake, which could not reach it anyway.
+async fn write_batch(
+    socket: &Socket,
+    bytes: &[u8],
+    closed: std::pin::Pin<&mut tokio_util::sync::WaitForCancellationFuture<'_>>,
+) -> bool {
+    let mut write = std::pin::pin!(socket.write_all(bytes));
+    tokio::select! {
+        r = tokio::time::timeout(WRITE_TIMEOUT, write.as_mut()) => matches!(r, Ok(Ok(()))),
+        () = closed => {
+            // Closing: a reading client finishes this write at once and then gets the close
+            // frame; a stalled one does not.
+            matches!(tokio::time::timeout(CLOSE_GRACE, write.as_mut()).await, Ok(Ok(())))
+        }
+    }
 }
 
 fn refuse(ctx: &mut Ctx, message: &str, reference: &str) {

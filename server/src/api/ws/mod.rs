@@ -1,7 +1,8 @@
-//! WebSocket endpoints: the chat WebSocket ([`chat`]) and the checks every upgrade shares
-//! (Origin, token).
+//! WebSocket endpoints: the chat WebSocket ([`chat`]), the protocol's handshake and framing
+//! ([`frames`]) and the checks every upgrade shares (Origin, token).
 
 pub mod chat;
+pub mod frames;
 mod limits;
 
 use axum::http::HeaderMap;
