@@ -162,6 +162,67 @@ both_backends!(retries_with_the_same_client_msg_id_are_stored_once, |app| {
     Ok(())
 });
 
+/// A retry the server no longer remembers (its key was stored before a restart), in one commit
+/// batch with new messages: the writer first writes a batch without asking the database about
+/// keys it does not remember; the unique index refuses the stored key, the transaction rolls
+/// back, and the batch is written again after one lookup. The retry is acked with its original
+/// id and seq, the new messages get the next seqs without a gap, and every message is stored once.
+mod a_forgotten_retry_shares_a_batch_with_new_messages {
+    use super::*;
+
+    async fn run(app: TestApp) -> Result<()> {
+        let alice = app.user("alice").await?;
+        let land = first_land(&app, &alice).await?;
+        let (mut wa, ja) = joined(&app, &alice, &land).await?;
+        let room = ja["room_id"].as_str().unwrap().to_string();
+        let one = send(&mut wa, &room, "one", "k-1").await?;
+        let two = send(&mut wa, &room, "two", "k-2").await?;
+        drop(wa);
+        let app = app.restart().await?;
+        let (mut wa, _) = joined(&app, &alice, &room).await?;
+        // Sent back to back: with the 50 ms commit window they go into one batch.
+        let sends = [("one", "k-1"), ("three", "k-3"), ("two", "k-2"), ("four", "k-4")];
+        for (content, cmid) in sends {
+            wa.send(json!({"type": "send_message", "room_id": room, "content": content, "client_msg_id": cmid}))
+                .await?;
+        }
+        let mut acks = std::collections::HashMap::new();
+        while acks.len() < sends.len() {
+            let ack = wa.expect("message_ack").await?;
+            acks.insert(ack["client_msg_id"].as_str().unwrap().to_string(), ack);
+        }
+        assert_eq!(acks["k-1"]["message_id"], one["message_id"]);
+        assert_eq!(acks["k-1"]["seq"], 1);
+        assert_eq!(acks["k-2"]["message_id"], two["message_id"]);
+        assert_eq!(acks["k-2"]["seq"], 2);
+        assert_eq!(acks["k-3"]["seq"], 3, "the rolled-back attempt used no seq");
+        assert_eq!(acks["k-4"]["seq"], 4);
+        let (_, page) = history(&app, &alice, &room, "").await?;
+        assert_eq!(seqs(&page), vec![1, 2, 3, 4]);
+        let contents: Vec<&str> =
+            page["messages"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap()).collect();
+        assert_eq!(contents, ["one", "two", "three", "four"]);
+        Ok(())
+    }
+
+    fn windowed(c: &mut landworld_server::config::Config) {
+        c.commit_window = Duration::from_millis(50);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() -> Result<()> {
+        run(landworld_tests::spawn_app_with(landworld_tests::Backend::Sqlite, windowed).await?.unwrap()).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() -> Result<()> {
+        match landworld_tests::spawn_app_with(landworld_tests::Backend::Postgres, windowed).await? {
+            Some(app) => run(app).await,
+            None => Ok(()),
+        }
+    }
+}
+
 both_backends!(concurrent_senders_get_gapless_ordered_seqs, |app| {
     let watcher = app.user("watcher").await?;
     let land = first_land(&app, &watcher).await?;

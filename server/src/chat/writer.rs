@@ -5,8 +5,12 @@
 //! means the message is durable, per-room seqs have no gaps, and the tick never waits on it.
 //!
 //! Idempotency: a `(sender, client_msg_id)` seen before is not stored again; the retry is acked
-//! with the original message id and seq. Recent keys are answered from memory; the rest with one
-//! query per batch.
+//! with the original message id and seq. Recent keys are answered from memory. Keys not in
+//! memory are nearly always new, so a batch is first written without asking the database about
+//! them: the unique index on `(client_msg_id, sender_id)` refuses a key that is already stored,
+//! the transaction rolls back (no seq is used), and only then is the batch written again after
+//! one query for its unknown keys (a retry from before a restart, or older than the
+//! [`RECENT_KEYS`] remembered).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -179,18 +183,54 @@ async fn write_batch(
     seqs: &mut HashMap<Uuid, i64>,
     batch: Vec<Outgoing>,
 ) -> Vec<FanOut> {
+    match try_write_batch(db, keys, recent, seqs, batch, false).await {
+        Attempt::Done(out) => out,
+        Attempt::KnownKey(batch) => {
+            metrics::counter!("landworld_chat_key_lookups_total").increment(1);
+            match try_write_batch(db, keys, recent, seqs, batch, true).await {
+                Attempt::Done(out) => out,
+                // The lookup answered every stored key: a conflict now is not a retry.
+                Attempt::KnownKey(batch) => {
+                    tracing::error!("a message batch conflicts with stored keys the lookup did not find");
+                    vec![FanOut::Failed(fail_all(batch))]
+                }
+            }
+        }
+    }
+}
+
+/// How one attempt at writing a batch ended.
+enum Attempt {
+    Done(Vec<FanOut>),
+    /// Nothing was written: a key not in memory is already stored (the batch, in its order).
+    KnownKey(Vec<Outgoing>),
+}
+
+/// Writes a batch; with `lookup`, first asks the database about keys not in memory.
+async fn try_write_batch(
+    db: &Db,
+    keys: &Keyring,
+    recent: &mut RecentKeys,
+    seqs: &mut HashMap<Uuid, i64>,
+    batch: Vec<Outgoing>,
+    lookup: bool,
+) -> Attempt {
     let started = std::time::Instant::now();
-    // 1. Idempotency: keys answered from memory, then one query for the rest.
-    let unknown: Vec<(Uuid, &str)> = batch
-        .iter()
-        .filter_map(|m| m.client_msg_id.as_deref().map(|c| (m.sender_id, c)))
-        .filter(|(s, c)| recent.get(*s, c).is_none())
-        .collect();
+    // 1. Idempotency: keys answered from memory; with `lookup`, one query for the rest.
+    let unknown: Vec<(Uuid, &str)> = if lookup {
+        batch
+            .iter()
+            .filter_map(|m| m.client_msg_id.as_deref().map(|c| (m.sender_id, c)))
+            .filter(|(s, c)| recent.get(*s, c).is_none())
+            .collect()
+    } else {
+        Vec::new()
+    };
     let found = match db.existing_client_ids(&unknown).await {
         Ok(f) => f,
         Err(e) => {
             tracing::error!(error = %e, "idempotency lookup failed");
-            return vec![FanOut::Failed(fail_all(batch))];
+            return Attempt::Done(vec![FanOut::Failed(fail_all(batch))]);
         }
     };
     for e in found {
@@ -258,17 +298,20 @@ async fn write_batch(
     if !rows.is_empty() {
         let last_seqs: Vec<(Uuid, i64)> = touched.iter().map(|(k, v)| (*k, *v)).collect();
         if let Err(e) = db.insert_message_batch(&rows, &last_seqs).await {
-            tracing::error!(error = %e, messages = rows.len(), "writing a message batch failed");
             // Seqs of this batch were not used: forget them so the next batch starts from the
             // last committed seq.
             for room in touched.keys() {
                 seqs.remove(room);
             }
+            if matches!(e, crate::store::StoreError::Conflict) && !lookup {
+                return Attempt::KnownKey(results.into_iter().map(|(outgoing, _)| outgoing).collect());
+            }
+            tracing::error!(error = %e, messages = rows.len(), "writing a message batch failed");
             let failed = results
                 .into_iter()
                 .map(|(outgoing, r)| Failed { outgoing, error: r.err().unwrap_or(ChatError::Unavailable) })
                 .collect();
-            return vec![FanOut::Failed(failed)];
+            return Attempt::Done(vec![FanOut::Failed(failed)]);
         }
         metrics::histogram!("landworld_chat_commit_seconds").record(started.elapsed().as_secs_f64());
         metrics::counter!("landworld_chat_messages_stored_total").increment(rows.len() as u64);
@@ -293,7 +336,7 @@ async fn write_batch(
     if !failed.is_empty() {
         out.push(FanOut::Failed(failed));
     }
-    out
+    Attempt::Done(out)
 }
 
 fn fail_all(batch: Vec<Outgoing>) -> Vec<Failed> {

@@ -66,6 +66,32 @@ pub enum Db {
     Postgres(PgPool),
 }
 
+/// How often the background checkpoint runs.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// Copies the SQLite write-ahead log back into the database file, in the background.
+///
+/// SQLite's automatic checkpoint runs inside whichever commit crosses the WAL size threshold
+/// (1,000 pages): that commit then copies the log into the database file and fsyncs it, and every
+/// message waiting on it waits too — the long tail of the write path's ack latency. Here
+/// automatic checkpoints are off and a `PASSIVE` checkpoint runs every [`CHECKPOINT_EVERY`] on a
+/// pooled connection instead: it never blocks the writer (it copies what no reader still needs,
+/// up to the last commit, while writers go on appending), and since it runs often the log stays
+/// small. Ends when the pool is closed.
+async fn checkpoints(pool: SqlitePool) {
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !pool.is_closed() {
+        tick.tick().await;
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+            if pool.is_closed() {
+                break;
+            }
+            tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
+        }
+    }
+}
+
 impl Db {
     /// Connects (creating the SQLite file if needed). SQLite runs in WAL mode with
     /// `synchronous=FULL`, so a committed write survives power loss.
@@ -76,8 +102,11 @@ impl Db {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Full)
                 .foreign_keys(true)
-                .busy_timeout(Duration::from_secs(10));
+                .busy_timeout(Duration::from_secs(10))
+                // No checkpoint inside a committing transaction (see `checkpoints`).
+                .pragma("wal_autocheckpoint", "0");
             let pool = SqlitePoolOptions::new().max_connections(8).min_connections(1).connect_with(opts).await?;
+            tokio::spawn(checkpoints(pool.clone()));
             Ok(Db::Sqlite(pool))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let opts = PgConnectOptions::from_str(url)?;
@@ -147,6 +176,39 @@ pub fn ms_to_rfc3339(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Automatic checkpoints are off (they would run inside a commit): the background task
+    /// copies the log into the database file, and the log is reused instead of growing with
+    /// everything ever written.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_sqlite_log_is_checkpointed_in_the_background() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("wal.db");
+        let db = Db::connect(&format!("sqlite://{}", path.display())).await?;
+        let Db::Sqlite(pool) = &db else { anyhow::bail!("sqlite expected") };
+        sqlx::query("CREATE TABLE blobs (id INTEGER PRIMARY KEY, data BLOB NOT NULL)").execute(pool).await?;
+        let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        let wal = dir.path().join("wal.db-wal");
+        let round = 512 * 1024;
+        let mut largest_wal = 0;
+        for _ in 0..12 {
+            let mut tx = pool.begin().await?;
+            for _ in 0..8 {
+                sqlx::query("INSERT INTO blobs (data) VALUES (randomblob($1))")
+                    .bind(round as i64 / 8)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            largest_wal = largest_wal.max(size(&wal));
+            tokio::time::sleep(CHECKPOINT_EVERY * 2).await;
+        }
+        let written = 12 * round;
+        assert!(size(&path) >= written, "the database file holds what was written: {} of {written}", size(&path));
+        assert!(largest_wal < written / 3, "the log is reused, not grown: {largest_wal} of {written} bytes written");
+        db.close().await;
+        Ok(())
+    }
 
     #[test]
     fn redacts_passwords() {
