@@ -155,7 +155,7 @@ pub struct ServeOptions {
 pub const DEFAULT_COMMIT_WINDOW_MS: u64 = 0;
 
 /// Default delivery window (see `--delivery-window-ms`).
-pub const DEFAULT_DELIVERY_WINDOW_MS: u64 = 5;
+pub const DEFAULT_DELIVERY_WINDOW_MS: u64 = 2;
 
 /// The `landworld.toml` file: the same options, snake_case keys.
 #[derive(Debug, Default, Deserialize)]
