@@ -634,3 +634,38 @@ async fn the_websocket_framing_follows_rfc_6455() -> anyhow::Result<()> {
     assert_eq!(ws.close_code().await?, 1007);
     Ok(())
 }
+
+/// Pings count against the frame rate like commands do: a flood gets `rate_limited` errors (with
+/// a pong for each ping that was within the rate) and, sustained, the close 4008.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_floods_are_rate_limited_then_closed_with_4008() -> anyhow::Result<()> {
+    use raw::{Raw, frame};
+    use tokio::io::AsyncWriteExt;
+    let app = landworld_tests::spawn_app(landworld_tests::Backend::Sqlite).await?.expect("sqlite");
+    let user = app.user("pinger").await?;
+    let mut ws = Raw::connect(app.addr, &user.token, &[]).await?;
+    ws.until_text("connected").await?;
+    let flood: Vec<u8> = (0..500).flat_map(|_| frame(0x89, b"x", true)).collect();
+    ws.stream.write_all(&flood).await?;
+    let (mut pongs, mut refused) = (0, 0);
+    let code = loop {
+        let (op, payload) = ws.next().await?;
+        match op {
+            0xA => pongs += 1,
+            0x1 => {
+                let v: serde_json::Value = serde_json::from_slice(&payload)?;
+                if v["type"] == "error" {
+                    assert_eq!(v["code"], "rate_limited", "{v}");
+                    assert_eq!(v["ref"], "frame", "{v}");
+                    refused += 1;
+                }
+            }
+            0x8 => break u16::from_be_bytes([payload[0], payload[1]]),
+            other => panic!("unexpected opcode {other}"),
+        }
+    };
+    assert_eq!(code, 4008);
+    assert!((150..=260).contains(&pongs), "about the burst was answered: {pongs}");
+    assert!(refused >= 100, "the rest was refused until the close: {refused}");
+    Ok(())
+}

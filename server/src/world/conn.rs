@@ -394,6 +394,12 @@ impl ConnHandle {
         self.send(&encode(frame))
     }
 
+    /// Serializes a frame and sends it as [`Self::send_now`] (the connection's own reader
+    /// answering its client: the answer goes out at once, before a close that may follow).
+    pub fn send_frame_now(&self, frame: &ServerFrame) -> bool {
+        self.send_now(&encode(frame))
+    }
+
     /// Queues a frame, waiting for room in the queue (history replay: a long replay must not
     /// count as a slow consumer). False once the connection is closed.
     pub async fn send_wait(&self, frame: OutFrame) -> bool {

@@ -279,7 +279,20 @@ async fn read_loop(ctx: &mut Ctx, tcp: &Socket, frames: &mut FrameReader) -> boo
     tokio::pin!(closed, shutting_down);
     loop {
         // Everything complete in the buffer first, then wait for more.
-        match frames.next_frame() {
+        let next = frames.next_frame();
+        // Every data frame and ping counts against the connection's frame rate (a flood of
+        // pings or binary frames costs the server as much as one of commands).
+        if matches!(next, Ok(Some(Incoming::Text(_) | Incoming::Binary(_) | Incoming::Ping(_)))) {
+            metrics::counter!("landworld_ws_frames_in_total").increment(1);
+            if !ctx.frames.try_take(Instant::now()) {
+                refuse(ctx, "too many frames; slow down", "frame");
+                if control.is_closed() {
+                    return false;
+                }
+                continue;
+            }
+        }
+        match next {
             // Boxed: the handler's state machine (several KB) is only allocated while a frame
             // is being handled, instead of inside every idle connection's future.
             Ok(Some(Incoming::Text(text))) => {
@@ -287,7 +300,7 @@ async fn read_loop(ctx: &mut Ctx, tcp: &Socket, frames: &mut FrameReader) -> boo
                 continue;
             }
             Ok(Some(Incoming::Binary(_))) => {
-                ctx.conn.send_frame(&ServerFrame::error(
+                ctx.conn.send_frame_now(&ServerFrame::error(
                     error_code::INVALID_FRAME,
                     "binary frames are not supported; send JSON text",
                     None,
@@ -413,7 +426,7 @@ async fn write_batch(
 }
 
 fn refuse(ctx: &mut Ctx, message: &str, reference: &str) {
-    ctx.conn.send_frame(&ServerFrame::error(error_code::RATE_LIMITED, message, Some(reference.to_string())));
+    ctx.conn.send_frame_now(&ServerFrame::error(error_code::RATE_LIMITED, message, Some(reference.to_string())));
     if ctx.strikes.strike(Instant::now()) {
         tracing::info!(user_id = %ctx.user_id, "closing connection for sustained rate-limit abuse");
         metrics::counter!("landworld_ws_rate_limit_closes_total").increment(1);
@@ -422,23 +435,18 @@ fn refuse(ctx: &mut Ctx, message: &str, reference: &str) {
 }
 
 async fn handle_text(ctx: &mut Ctx, text: &str) {
-    metrics::counter!("landworld_ws_frames_in_total").increment(1);
     let now = Instant::now();
-    if !ctx.frames.try_take(now) {
-        refuse(ctx, "too many frames; slow down", "frame");
-        return;
-    }
     let frame = match parse_client_frame(text) {
         Ok(f) => f,
         Err(err) => {
-            ctx.conn.send_frame(&err);
+            ctx.conn.send_frame_now(&err);
             return;
         }
     };
     let kind = frame.kind();
     let command = match frame {
         ClientFrame::Ping => {
-            ctx.conn.send_frame(&ServerFrame::Pong { server_time: ms_to_rfc3339(now_ms()) });
+            ctx.conn.send_frame_now(&ServerFrame::Pong { server_time: ms_to_rfc3339(now_ms()) });
             return;
         }
         ClientFrame::UpdateLocation { x, y } => {
@@ -447,7 +455,7 @@ async fn handle_text(ctx: &mut Ctx, text: &str) {
                 return;
             }
             let (Ok(x), Ok(y)) = (i32::try_from(x), i32::try_from(y)) else {
-                ctx.conn.send_frame(&ServerFrame::error(
+                ctx.conn.send_frame_now(&ServerFrame::error(
                     error_code::INVALID_POSITION,
                     "position is outside the map",
                     Some(kind.into()),
@@ -459,13 +467,13 @@ async fn handle_text(ctx: &mut Ctx, text: &str) {
         ClientFrame::SetRadius { radius } => match limits::validate_radius(radius) {
             Ok(radius) => WorldCommand::SetRadius { user_id: ctx.user_id, radius },
             Err(msg) => {
-                ctx.conn.send_frame(&ServerFrame::error(error_code::INVALID_RADIUS, msg, Some(kind.into())));
+                ctx.conn.send_frame_now(&ServerFrame::error(error_code::INVALID_RADIUS, msg, Some(kind.into())));
                 return;
             }
         },
         ClientFrame::SetStatus { status } => {
             if status == Status::Offline {
-                ctx.conn.send_frame(&ServerFrame::error(
+                ctx.conn.send_frame_now(&ServerFrame::error(
                     error_code::INVALID_STATUS,
                     "status must be online, away or busy (offline follows disconnecting)",
                     Some(kind.into()),
@@ -476,13 +484,13 @@ async fn handle_text(ctx: &mut Ctx, text: &str) {
         }
         ClientFrame::JoinRoom { room_id, since_seq } => {
             if let Err(e) = ctx.state.chat.join(&ctx.chat, &room_id, since_seq).await {
-                ctx.conn.send_frame(&e.frame(Some(kind.into())));
+                ctx.conn.send_frame_now(&e.frame(Some(kind.into())));
             }
             return;
         }
         ClientFrame::LeaveRoom { room_id } => {
             if let Err(e) = ctx.state.chat.leave(&ctx.chat, &room_id) {
-                ctx.conn.send_frame(&e.frame(Some(kind.into())));
+                ctx.conn.send_frame_now(&e.frame(Some(kind.into())));
             }
             return;
         }
@@ -505,25 +513,25 @@ async fn handle_text(ctx: &mut Ctx, text: &str) {
                 )
                 .await;
             if let Err(e) = sent {
-                ctx.conn.send_frame(&e.frame(Some(reference)));
+                ctx.conn.send_frame_now(&e.frame(Some(reference)));
             }
             return;
         }
         ClientFrame::Typing { room_id, is_typing } => {
             if let Err(e) = ctx.state.chat.typing(ctx.user_id, &room_id, is_typing).await {
-                ctx.conn.send_frame(&e.frame(Some(kind.into())));
+                ctx.conn.send_frame_now(&e.frame(Some(kind.into())));
             }
             return;
         }
         ClientFrame::MarkRead { room_id, seq } => {
             if let Err(e) = ctx.state.chat.mark_read(ctx.user_id, &room_id, seq).await {
-                ctx.conn.send_frame(&e.frame(Some(kind.into())));
+                ctx.conn.send_frame_now(&e.frame(Some(kind.into())));
             }
             return;
         }
     };
     if ctx.state.world.commands.send(command).await.is_err() {
-        ctx.conn.send_frame(&ServerFrame::error(
+        ctx.conn.send_frame_now(&ServerFrame::error(
             error_code::UNAVAILABLE,
             "the world is shutting down",
             Some(kind.into()),
