@@ -453,6 +453,14 @@ pub struct OutQueue {
     control: Arc<ConnControl>,
 }
 
+impl Drop for OutQueue {
+    /// Nobody drains the queue any more (the connection is gone): later sends are refused
+    /// instead of filling it, and what it holds is freed.
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
 /// [`OutQueue::try_recv`] found nothing queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueEmpty;
@@ -714,6 +722,17 @@ mod tests {
         assert!(!handle.send_many_now(&hundred), "1,100 frames queued is over the limit");
         assert!(control.is_closed());
         assert_eq!(control.code(), close_code::RATE_LIMITED);
+    }
+
+    #[test]
+    fn sends_are_refused_once_nobody_drains_the_queue() {
+        let (handle, rx, control) = ConnHandle::new(Uuid::new_v4());
+        assert!(handle.send(&OutFrame::from("read")));
+        drop(rx);
+        assert!(!handle.send(&OutFrame::from("nobody reads this")));
+        assert!(!handle.send_now(&OutFrame::from("nor this")));
+        assert!(!control.is_closed(), "not a slow consumer: just gone");
+        assert_eq!(control.output().queue.capacity(), 0, "the queue was freed");
     }
 
     #[test]
