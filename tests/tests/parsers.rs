@@ -1,6 +1,6 @@
 //! Quick fuzzing of every parser of outside input (SPEC §10), in the normal `cargo test` run:
-//! WebSocket frames (`parse_client_frame`), Tiled maps (`WorldMap::from_tmx_str`) and access
-//! tokens (`TokenKeys::verify`).
+//! WebSocket frames (`parse_client_frame`), the WebSocket wire framing (`FrameReader`), Tiled maps
+//! (`WorldMap::from_tmx_str`) and access tokens (`TokenKeys::verify`).
 //!
 //! Each parser gets a few thousand inputs: the seed corpus of `fuzz/corpus/<target>/` mutated the
 //! way libFuzzer mutates (byte flips, inserts, deletes, duplicated and spliced ranges, dictionary
@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use landworld_server::api::ws::frames::{FrameReader, Incoming};
 use landworld_server::auth::{AuthError, Claims, TokenKeys};
 use landworld_shared::protocol::ws::{CLIENT_FRAME_TYPES, ServerFrame, error_code, parse_client_frame};
 use landworld_shared::world::WorldMap;
@@ -39,6 +40,7 @@ fn corpus(target: &str) -> Vec<Vec<u8>> {
 }
 
 static WS_SEEDS: LazyLock<Vec<Vec<u8>>> = LazyLock::new(|| corpus("ws_frame"));
+static WIRE_SEEDS: LazyLock<Vec<Vec<u8>>> = LazyLock::new(|| corpus("ws_wire"));
 static MAP_SEEDS: LazyLock<Vec<Vec<u8>>> = LazyLock::new(|| corpus("map_tmx"));
 static TOKEN_SEEDS: LazyLock<Vec<Vec<u8>>> = LazyLock::new(|| corpus("jwt_token"));
 
@@ -282,6 +284,85 @@ proptest! {
     #[test]
     fn ws_frame_random_objects(text in frame_object()) {
         check_frame(&text)?;
+    }
+}
+
+// --- WebSocket wire framing --------------------------------------------------------------------
+
+/// Largest message for the wire checks (small, so that limits are reached by mutated inputs).
+const WIRE_MAX: usize = 1024;
+
+/// Everything the reader yields until it needs more input (true) or refuses the input (false),
+/// checking the reader's invariants on the way.
+fn drain_wire(r: &mut FrameReader, out: &mut Vec<Result<Incoming, u16>>) -> Result<bool, TestCaseError> {
+    loop {
+        match r.next_frame() {
+            Ok(Some(f)) => {
+                if let Incoming::Text(t) = &f {
+                    prop_assert!(t.len() <= WIRE_MAX, "text over the limit: {}", t.len());
+                }
+                out.push(Ok(f));
+            }
+            Ok(None) => {
+                prop_assert!(r.buffered() <= WIRE_MAX + 14, "{} bytes buffered while waiting", r.buffered());
+                return Ok(true);
+            }
+            Err(v) => {
+                prop_assert!([1002, 1007, 1009].contains(&v.close_code()), "{v:?}");
+                out.push(Err(v.close_code()));
+                return Ok(false);
+            }
+        }
+    }
+}
+
+/// The reader's contract on any bytes: no panic, bounded buffering, and the same frames (and the
+/// same refusal) whether the bytes arrive at once or `step` bytes at a time.
+fn check_wire(wire: &[u8], step: usize) -> Result<Vec<Result<Incoming, u16>>, TestCaseError> {
+    let mut whole = FrameReader::new(WIRE_MAX);
+    whole.feed(wire);
+    let mut expected = Vec::new();
+    drain_wire(&mut whole, &mut expected)?;
+    let mut pieces = FrameReader::new(WIRE_MAX);
+    let mut got = Vec::new();
+    for chunk in wire.chunks(step.max(1)) {
+        pieces.feed(chunk);
+        if !drain_wire(&mut pieces, &mut got)? {
+            break;
+        }
+    }
+    prop_assert_eq!(&got, &expected, "split every {} bytes", step);
+    Ok(expected)
+}
+
+#[test]
+fn ws_wire_seeds_behave() {
+    let mut texts = 0;
+    for seed in WIRE_SEEDS.iter() {
+        for step in 1..=9 {
+            let frames = check_wire(seed, step).unwrap();
+            assert!(frames.iter().all(Result::is_ok), "a seed is valid framing: {frames:?}");
+            texts += frames.iter().filter(|f| matches!(f, Ok(Incoming::Text(_)))).count();
+        }
+    }
+    assert!(texts > 0);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3000, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn ws_wire_mutations(seed in any::<usize>(), steps in steps(12), step in 1usize..40) {
+        let mut data = WIRE_SEEDS[seed % WIRE_SEEDS.len()].clone();
+        for &(op, a, b, byte) in &steps {
+            mutate_once(&mut data, op, a, b, byte, &WIRE_SEEDS, &["\u{7e}", "\u{7f}", "\u{0}"]);
+        }
+        check_wire(&data, step)?;
+    }
+
+    #[test]
+    fn ws_wire_random_bytes(wire in proptest::collection::vec(any::<u8>(), 0..600), step in 1usize..40) {
+        check_wire(&wire, step)?;
     }
 }
 

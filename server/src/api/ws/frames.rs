@@ -153,6 +153,12 @@ impl FrameReader {
         Self { buf: Vec::new(), partial: None, skip: 0, max }
     }
 
+    /// Bytes received and not yet consumed (at most one frame's worth once [`Self::next_frame`]
+    /// said `None`).
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Adds bytes read from the socket.
     pub fn feed(&mut self, data: &[u8]) {
         let skip = usize::try_from(self.skip).unwrap_or(usize::MAX).min(data.len());
