@@ -175,7 +175,7 @@ impl FrameReader {
                 self.release_if_empty();
                 return Ok(None);
             };
-            let total = at as u64 + len;
+            let total = (at as u64).saturating_add(len);
             let is_control = opcode >= OP_CLOSE;
             if !is_control {
                 let so_far = self.partial.as_ref().map_or(0, |(_, p)| p.len() as u64);
@@ -276,6 +276,9 @@ impl FrameReader {
             },
             127 => match b.get(2..10) {
                 Some(x) => {
+                    if x[0] & 0x80 != 0 {
+                        return Err(Violation::Protocol("payload length with the most significant bit set"));
+                    }
                     let mut be = [0u8; 8];
                     be.copy_from_slice(x);
                     (10, u64::from_be_bytes(be))
@@ -421,6 +424,28 @@ mod tests {
         let mut r = FrameReader::new(1024);
         r.feed(&frame(0x88, &[3]));
         assert_eq!(r.next_frame(), Err(Violation::Protocol("close frame with a one-byte payload")));
+    }
+
+    /// Found by the `ws_wire` fuzz target: a 64-bit length of 2^64 − 1 overflowed the frame's
+    /// total size (RFC 6455: the most significant bit must be 0).
+    #[test]
+    fn the_largest_lengths_are_refused_without_overflow() {
+        let mut r = FrameReader::new(1024);
+        let mut wire = vec![0x80, 0xff];
+        wire.extend_from_slice(&[0xff; 8]);
+        wire.extend_from_slice(&[1, 2, 3, 4]);
+        r.feed(&wire);
+        assert_eq!(r.next_frame(), Err(Violation::Protocol("payload length with the most significant bit set")));
+        // The largest length the protocol allows: too big, and skipped without overflow.
+        let mut r = FrameReader::new(1024);
+        let mut wire = vec![0x81, 0xff, 0x7f];
+        wire.extend_from_slice(&[0xff; 7]);
+        wire.extend_from_slice(&[1, 2, 3, 4, b'x']);
+        r.feed(&wire);
+        assert_eq!(r.next_frame(), Err(Violation::TooBig));
+        assert_eq!(r.buffered(), 0);
+        r.feed(&[0u8; 100]);
+        assert_eq!(r.buffered(), 0, "still skipping the refused frame");
     }
 
     #[test]
