@@ -159,30 +159,32 @@ struct Output {
     waker: Option<Waker>,
 }
 
-impl Output {
-    /// Queues `item` and returns the writer's waker, to be woken once the lock is let go.
-    fn enqueue(&mut self, item: Out) -> Option<Waker> {
-        self.queued += item.count();
-        self.queue.push_back(item);
-        self.waker.take()
+/// Queues `item`, lets go of the output lock and wakes the writer if it waits.
+fn enqueue(mut out: MutexGuard<'_, Output>, item: Out) {
+    out.queued += item.count();
+    out.queue.push_back(item);
+    let waker = out.waker.take();
+    drop(out);
+    if let Some(w) = waker {
+        w.wake();
     }
+}
 
+impl Output {
     /// The writer takes the first item: until it reports [`OutQueue::written`], pushes queue
     /// behind it.
     fn take(&mut self) -> Option<Out> {
         let item = self.queue.pop_front()?;
         self.queued -= item.count();
         self.writing = true;
-        if self.queue.is_empty() && self.queue.capacity() > IDLE_QUEUE {
-            // Give back what a burst made the queue grow to.
+        if self.queue.is_empty() {
+            // Give back what a burst made the queue grow to: an idle connection holds no queue
+            // memory.
             self.queue = VecDeque::new();
         }
         Some(item)
     }
 }
-
-/// Queue slots an emptied queue may keep (none: an idle connection holds no queue memory).
-const IDLE_QUEUE: usize = 0;
 
 impl ConnControl {
     pub fn close(&self, code: u16) {
@@ -355,11 +357,7 @@ impl ConnHandle {
             self.slow_consumer();
             return false;
         }
-        let waker = out.enqueue(item);
-        drop(out);
-        if let Some(w) = waker {
-            w.wake();
-        }
+        enqueue(out, item);
         true
     }
 
@@ -421,11 +419,7 @@ impl ConnHandle {
                         Ok(rest) => rest,
                         Err(sent) => return sent,
                     };
-                    let waker = out.enqueue(item);
-                    drop(out);
-                    if let Some(w) = waker {
-                        w.wake();
-                    }
+                    enqueue(out, item);
                     return true;
                 }
             }

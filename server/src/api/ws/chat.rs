@@ -42,9 +42,6 @@ use crate::world::conn::{ConnControl, ConnHandle, Out, OutQueue, close_frame};
 const READ_CHUNK: usize = 4096;
 /// Queue items written per write at most (the writer's buffer lives only for one write).
 const WRITE_BATCH: usize = 16;
-/// Room for queue items the writer keeps between batches (none: an idle connection's writer
-/// holds no buffer).
-const IDLE_BATCH: usize = 0;
 /// All frames: rate and burst per connection.
 const FRAME_RATE: u32 = 100;
 const FRAME_BURST: u32 = 200;
@@ -166,14 +163,26 @@ async fn drain_until_close(tcp: &Socket, frames: &mut FrameReader) {
                 Err(_) => return,
             }
         }
-        if tcp.readable().await.is_err() {
+        if !read_more(tcp, frames).await {
             return;
         }
-        match read_into(tcp, frames) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(_) => return,
+    }
+}
+
+/// Waits until the socket is readable and reads what is there into `frames`; false at the end
+/// of the stream or when the socket failed.
+async fn read_more(tcp: &Socket, frames: &mut FrameReader) -> bool {
+    if let Err(e) = tcp.readable().await {
+        tracing::debug!(error = %e, "websocket read error");
+        return false;
+    }
+    match read_into(tcp, frames) {
+        Ok(0) => false,
+        Ok(_) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+        Err(e) => {
+            tracing::debug!(error = %e, "websocket read error");
+            false
         }
     }
 }
@@ -326,23 +335,14 @@ async fn read_loop(ctx: &mut Ctx, tcp: &Socket, frames: &mut FrameReader) -> boo
         if control.is_closed() {
             return false;
         }
-        let ready = tokio::select! {
+        let more = tokio::select! {
             biased;
             () = &mut closed => return false,
             () = &mut shutting_down => return false,
-            r = tcp.readable() => r,
+            more = read_more(tcp, frames) => more,
         };
-        if ready.is_err() {
+        if !more {
             return true;
-        }
-        match read_into(tcp, frames) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => {
-                tracing::debug!(error = %e, conn_id = %ctx.conn.conn_id, "websocket read error");
-                return true;
-            }
         }
     }
 }
@@ -380,8 +380,8 @@ async fn write_loop(socket: Arc<Socket>, mut rx: OutQueue, control: Arc<ConnCont
             return;
         }
         rx.written();
-        // An idle connection keeps no room for a burst it had once.
-        batch.shrink_to(IDLE_BATCH);
+        // An idle connection's writer keeps no room for a burst it had once.
+        batch.shrink_to(0);
     };
     // Frames already queued still go out before a normal or shutdown close.
     let mut bytes = Vec::new();
