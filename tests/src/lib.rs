@@ -21,8 +21,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use futures_util::{SinkExt, StreamExt};
+use landworld_server::Application;
+pub use landworld_server::Config;
 use landworld_server::store::positions::SavedPosition;
-use landworld_server::{Application, Config};
 use serde_json::{Value, json};
 use sqlx::Connection;
 use tokio::net::TcpStream;
@@ -390,25 +391,33 @@ pub fn default_world() -> PathBuf {
 }
 
 /// Runs `body` against SQLite and against PostgreSQL (skipped with a printed reason when
-/// PostgreSQL is unreachable and not required).
+/// PostgreSQL is unreachable and not required). With `config = |c| { … }` both servers start
+/// with that change to the test configuration.
 #[macro_export]
 macro_rules! both_backends {
     ($name:ident, |$app:ident| $body:block) => {
+        $crate::both_backends!($name, config = |_c| {}, |$app| $body);
+    };
+    ($name:ident, config = |$c:ident| $config:block, |$app:ident| $body:block) => {
         mod $name {
             #[allow(unused_imports)]
             use super::*;
 
             async fn run($app: $crate::TestApp) -> anyhow::Result<()> $body
 
+            fn configure($c: &mut $crate::Config) $config
+
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() -> anyhow::Result<()> {
-                let app = $crate::spawn_app($crate::Backend::Sqlite).await?.expect("sqlite is always available");
+                let app = $crate::spawn_app_with($crate::Backend::Sqlite, configure)
+                    .await?
+                    .expect("sqlite is always available");
                 run(app).await
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() -> anyhow::Result<()> {
-                match $crate::spawn_app($crate::Backend::Postgres).await? {
+                match $crate::spawn_app_with($crate::Backend::Postgres, configure).await? {
                     Some(app) => run(app).await,
                     None => Ok(()),
                 }

@@ -162,15 +162,17 @@ both_backends!(retries_with_the_same_client_msg_id_are_stored_once, |app| {
     Ok(())
 });
 
-/// A retry the server no longer remembers (its key was stored before a restart), in one commit
-/// batch with new messages: the writer first writes a batch without asking the database about
-/// keys it does not remember; the unique index refuses the stored key, the transaction rolls
-/// back, and the batch is written again after one lookup. The retry is acked with its original
-/// id and seq, the new messages get the next seqs without a gap, and every message is stored once.
-mod a_forgotten_retry_shares_a_batch_with_new_messages {
-    use super::*;
-
-    async fn run(app: TestApp) -> Result<()> {
+// A retry the server no longer remembers (its key was stored before a restart), in one commit
+// batch with new messages: the writer first writes a batch without asking the database about
+// keys it does not remember; the unique index refuses the stored key, the transaction rolls
+// back, and the batch is written again after one lookup. The retry is acked with its original
+// id and seq, the new messages get the next seqs without a gap, and every message is stored once.
+both_backends!(
+    a_forgotten_retry_shares_a_batch_with_new_messages,
+    config = |c| {
+        c.commit_window = Duration::from_millis(50);
+    },
+    |app| {
         let alice = app.user("alice").await?;
         let land = first_land(&app, &alice).await?;
         let (mut wa, ja) = joined(&app, &alice, &land).await?;
@@ -204,24 +206,7 @@ mod a_forgotten_retry_shares_a_batch_with_new_messages {
         assert_eq!(contents, ["one", "two", "three", "four"]);
         Ok(())
     }
-
-    fn windowed(c: &mut landworld_server::config::Config) {
-        c.commit_window = Duration::from_millis(50);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite() -> Result<()> {
-        run(landworld_tests::spawn_app_with(landworld_tests::Backend::Sqlite, windowed).await?.unwrap()).await
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn postgres() -> Result<()> {
-        match landworld_tests::spawn_app_with(landworld_tests::Backend::Postgres, windowed).await? {
-            Some(app) => run(app).await,
-            None => Ok(()),
-        }
-    }
-}
+);
 
 both_backends!(concurrent_senders_get_gapless_ordered_seqs, |app| {
     let watcher = app.user("watcher").await?;
@@ -679,10 +664,13 @@ both_backends!(contents_are_encrypted_at_rest_and_survive_key_rotation, |app| {
     Ok(())
 });
 
-mod retention {
-    use super::*;
-
-    async fn run(app: TestApp) -> Result<()> {
+both_backends!(
+    retention,
+    config = |c| {
+        c.retention_days = Some(2);
+        c.retention_interval = Duration::from_millis(200);
+    },
+    |app| {
         let alice = app.user("alice").await?;
         let land = first_land(&app, &alice).await?;
         let (mut wa, ja) = joined(&app, &alice, &land).await?;
@@ -705,31 +693,7 @@ mod retention {
         assert_eq!(next["seq"], 3, "seqs continue after a purge");
         Ok(())
     }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite() -> Result<()> {
-        let app = landworld_tests::spawn_app_with(landworld_tests::Backend::Sqlite, |c| {
-            c.retention_days = Some(2);
-            c.retention_interval = Duration::from_millis(200);
-        })
-        .await?
-        .unwrap();
-        run(app).await
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn postgres() -> Result<()> {
-        match landworld_tests::spawn_app_with(landworld_tests::Backend::Postgres, |c| {
-            c.retention_days = Some(2);
-            c.retention_interval = Duration::from_millis(200);
-        })
-        .await?
-        {
-            Some(app) => run(app).await,
-            None => Ok(()),
-        }
-    }
-}
+);
 
 both_backends!(a_stalled_reader_is_disconnected_while_others_keep_flowing, |app| {
     let sender = app.user("sender").await?;
