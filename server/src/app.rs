@@ -273,8 +273,8 @@ impl Application {
             tracing::warn!("some connections did not close in time");
         }
         // Messages accepted before the connections closed are committed before the database
-        // closes.
-        if tokio::time::timeout(Duration::from_secs(30), chat.flush()).await.is_err() {
+        // closes; so are their idempotency keys (merged: nothing to read back at the next start).
+        if tokio::time::timeout(Duration::from_secs(30), chat.merge_keys()).await.is_err() {
             tracing::error!("message writer did not drain in time");
         }
         // Game clients' tasks stopped with `shutdown`; their last disconnects reach the world
@@ -282,6 +282,7 @@ impl Application {
         let _ = tokio::time::timeout(Duration::from_secs(5), gateway).await;
         chat_stop.cancel();
         let _ = chat_tasks.upkeep.await;
+        let key_store = chat.key_store().clone();
         drop(chat);
         chat_tasks.writer.abort();
         chat_tasks.fanout.abort();
@@ -296,6 +297,7 @@ impl Application {
             tracing::error!("position writer did not finish in time");
         }
         upkeep.abort();
+        key_store.close().await;
         db.close().await;
         tracing::info!("shutdown complete");
         served.map_err(Into::into)

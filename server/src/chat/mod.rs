@@ -13,6 +13,7 @@
 
 pub mod crypto;
 pub mod hub;
+pub mod keys;
 pub mod retention;
 pub mod writer;
 
@@ -127,6 +128,7 @@ pub struct ChatSettings {
 struct Inner {
     db: Db,
     keys: Keyring,
+    key_store: crate::store::keys::KeyStore,
     settings: ChatSettings,
     hub: RwLock<Hub>,
     writer: mpsc::Sender<WriterMsg>,
@@ -183,12 +185,15 @@ impl Chat {
             hub.land_rooms.insert(*land_id, row.id);
             hub.rooms.insert(row.id, Arc::new(room_from_row(&row, Vec::new())));
         }
+        let key_store = crate::store::keys::KeyStore::open(&db).await?;
+        let index = keys::KeyIndex::load(&db, key_store.clone()).await?;
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let (fan_tx, fan_rx) = mpsc::channel(1024);
         let chat = Chat {
             inner: Arc::new(Inner {
                 db: db.clone(),
                 keys: keys.clone(),
+                key_store,
                 settings,
                 hub: RwLock::new(hub),
                 writer: tx,
@@ -201,7 +206,7 @@ impl Chat {
                 rate: AtomicU64::new(0),
             }),
         };
-        let writer = tokio::spawn(writer::run(db.clone(), keys, commit_window, rx, fan_tx));
+        let writer = tokio::spawn(writer::run(db.clone(), keys, index, commit_window, rx, fan_tx));
         let fanout = tokio::spawn(fanout_loop(chat.clone(), fan_rx));
         let upkeep = tokio::spawn(upkeep_loop(chat.clone(), retention_days, retention_every, stop));
         Ok((chat, ChatTasks { writer, fanout, upkeep }))
@@ -218,6 +223,11 @@ impl Chat {
 
     pub fn keys(&self) -> &Keyring {
         &self.inner.keys
+    }
+
+    /// Where idempotency keys are stored (closed by the application after the writer stops).
+    pub fn key_store(&self) -> &crate::store::keys::KeyStore {
+        &self.inner.key_store
     }
 
     pub fn proximity_room_id(&self) -> Uuid {
@@ -540,6 +550,15 @@ impl Chat {
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
         if self.inner.writer.send(WriterMsg::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Like [`Chat::flush`], then merges every idempotency key the writer holds in memory into
+    /// the database (graceful shutdown: the next start has nothing to read back).
+    pub async fn merge_keys(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.writer.send(WriterMsg::MergeKeys(tx)).await.is_ok() {
             let _ = rx.await;
         }
     }
@@ -958,7 +977,7 @@ async fn upkeep_loop(chat: Chat, retention_days: Option<u32>, retention_every: D
             && now >= next_purge
         {
             next_purge = now + retention_every;
-            retention::purge(chat.db(), days).await;
+            retention::purge(chat.db(), &chat.inner.key_store, days).await;
         }
     }
 }

@@ -5,21 +5,25 @@
 //! means the message is durable, per-room seqs have no gaps, and the tick never waits on it.
 //!
 //! Idempotency: a `(sender, client_msg_id)` seen before is not stored again; the retry is acked
-//! with the original message id and seq. Recent keys are answered from memory. Keys not in
-//! memory are nearly always new, so a batch is first written without asking the database about
-//! them: the unique index on `(client_msg_id, sender_id)` refuses a key that is already stored,
-//! the transaction rolls back (no seq is used), and only then is the batch written again after
-//! one query for its unknown keys (a retry from before a restart, or older than the
-//! [`RECENT_KEYS`] remembered).
+//! with the original message id and seq. The writer knows every stored key through its
+//! [`KeyIndex`]: keys of the last second or two in memory, a filter that rules out nearly every
+//! new key, and the key store for the rest, which a merge task fills beside the commits (see
+//! [`super::keys`]).
+//!
+//! Between commits the writer also checkpoints the SQLite log ([`Db::checkpoint`]) every
+//! [`CHECKPOINT_EVERY`] while it writes, so the checkpoint's flush of the database file never
+//! competes with a commit's flush of the log.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::crypto::Keyring;
 use super::hub::Room;
+use super::keys::{KeyIndex, Known};
 use super::{ChatError, Committed};
 use crate::store::chat::NewMessage;
 use crate::store::{Db, now_ms};
@@ -27,8 +31,8 @@ use crate::world::conn::ConnHandle;
 
 /// Messages per transaction at most.
 const MAX_BATCH: usize = 4096;
-/// Idempotency keys remembered in memory.
-const RECENT_KEYS: usize = 200_000;
+/// How often the writer checkpoints the SQLite log while it writes.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
 
 /// Where the outcome of a send goes.
 #[derive(Debug)]
@@ -83,49 +87,37 @@ pub enum FanOut {
     },
 }
 
-/// The last [`RECENT_KEYS`] `(sender, client_msg_id)` keys and what they committed, looked up by
-/// `&str` without allocating.
-struct RecentKeys {
-    map: HashMap<Uuid, HashMap<Box<str>, Committed>>,
-    order: VecDeque<(Uuid, Box<str>)>,
-}
-
-impl RecentKeys {
-    fn new() -> Self {
-        Self { map: HashMap::new(), order: VecDeque::new() }
-    }
-
-    fn get(&self, sender: Uuid, client_msg_id: &str) -> Option<&Committed> {
-        self.map.get(&sender)?.get(client_msg_id)
-    }
-
-    fn insert(&mut self, sender: Uuid, client_msg_id: &str, value: Committed) {
-        let per_sender = self.map.entry(sender).or_default();
-        if let Some(old) = per_sender.get_mut(client_msg_id) {
-            *old = value;
-            return;
-        }
-        per_sender.insert(client_msg_id.into(), value);
-        self.order.push_back((sender, client_msg_id.into()));
-        while self.order.len() > RECENT_KEYS {
-            if let Some((s, c)) = self.order.pop_front()
-                && let Some(per_sender) = self.map.get_mut(&s)
-            {
-                per_sender.remove(&c);
-                if per_sender.is_empty() {
-                    self.map.remove(&s);
-                }
-            }
-        }
-    }
-}
-
 /// What the writer receives.
 #[derive(Debug)]
 pub enum WriterMsg {
     Send(Outgoing),
     /// Answered once everything queued before it is committed and handed to the fan-out.
     Flush(oneshot::Sender<()>),
+    /// Like `Flush`, and answered once every key in memory is merged into `message_keys`
+    /// (shutdown).
+    MergeKeys(oneshot::Sender<()>),
+}
+
+/// When the SQLite log was last checkpointed, and whether anything was written since.
+struct Checkpoints {
+    last: tokio::time::Instant,
+    dirty: bool,
+}
+
+impl Checkpoints {
+    fn due(&self) -> Option<tokio::time::Instant> {
+        self.dirty.then_some(self.last + CHECKPOINT_EVERY)
+    }
+
+    async fn run_if_due(&mut self, db: &Db) {
+        if self.due().is_some_and(|at| at <= tokio::time::Instant::now()) {
+            if let Err(e) = db.checkpoint().await {
+                tracing::warn!(error = %e, "WAL checkpoint failed; retrying later");
+            }
+            self.last = tokio::time::Instant::now();
+            self.dirty = false;
+        }
+    }
 }
 
 /// Runs the writer. With a `window`, a batch stays open that long after its first message for
@@ -134,22 +126,49 @@ pub enum WriterMsg {
 pub async fn run(
     db: Db,
     keys: Keyring,
-    window: std::time::Duration,
+    mut index: KeyIndex,
+    window: Duration,
     mut rx: mpsc::Receiver<WriterMsg>,
     fanout: mpsc::Sender<FanOut>,
 ) {
-    let mut recent = RecentKeys::new();
     let mut seqs: HashMap<Uuid, i64> = HashMap::new();
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.recv().await {
+    let mut checkpoints = Checkpoints { last: tokio::time::Instant::now(), dirty: false };
+    loop {
+        if index.poll(false) {
+            checkpoints.dirty = true;
+        }
+        // With nothing to write, come back for the key merge and the checkpoint when due.
+        let wake = match (index.next_work(), checkpoints.due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let received = match wake {
+            Some(at) => tokio::select! {
+                biased;
+                msg = rx.recv() => msg,
+                () = tokio::time::sleep_until(at) => {
+                    checkpoints.run_if_due(&db).await;
+                    continue;
+                }
+            },
+            None => rx.recv().await,
+        };
+        let Some(first) = received else { break };
         let deadline = tokio::time::Instant::now() + window;
         let mut flushes = Vec::new();
+        let mut merge_all = false;
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             match msg {
                 WriterMsg::Send(m) => batch.push(m),
                 WriterMsg::Flush(done) => {
                     flushes.push(done);
+                    break;
+                }
+                WriterMsg::MergeKeys(done) => {
+                    flushes.push(done);
+                    merge_all = true;
                     break;
                 }
             }
@@ -162,86 +181,51 @@ pub async fn run(
             }
         }
         if !batch.is_empty() {
-            let out = write_batch(&db, &keys, &mut recent, &mut seqs, std::mem::take(&mut batch)).await;
+            let out = write_batch(&db, &keys, &mut index, &mut seqs, std::mem::take(&mut batch)).await;
+            checkpoints.dirty = true;
             for msg in out {
                 if fanout.send(msg).await.is_err() {
                     return;
                 }
             }
         }
+        if merge_all {
+            index.merge_all().await;
+        }
+        checkpoints.run_if_due(&db).await;
         for done in flushes {
             let _ = done.send(());
         }
     }
+    index.merge_all().await;
     tracing::debug!("message writer stopped");
 }
 
 async fn write_batch(
     db: &Db,
     keys: &Keyring,
-    recent: &mut RecentKeys,
+    index: &mut KeyIndex,
     seqs: &mut HashMap<Uuid, i64>,
     batch: Vec<Outgoing>,
 ) -> Vec<FanOut> {
-    match try_write_batch(db, keys, recent, seqs, batch, false).await {
-        Attempt::Done(out) => out,
-        Attempt::KnownKey(batch) => {
-            metrics::counter!("landworld_chat_key_lookups_total").increment(1);
-            match try_write_batch(db, keys, recent, seqs, batch, true).await {
-                Attempt::Done(out) => out,
-                // The lookup answered every stored key: a conflict now is not a retry.
-                Attempt::KnownKey(batch) => {
-                    tracing::error!("a message batch conflicts with stored keys the lookup did not find");
-                    vec![FanOut::Failed(fail_all(batch))]
-                }
+    let started = std::time::Instant::now();
+    // 1. Idempotency: keys the filter may have seen (retries, and a rare false positive) are
+    //    looked up in one query; every other key is new.
+    let maybe: Vec<(Uuid, &str)> = batch
+        .iter()
+        .filter_map(|m| m.client_msg_id.as_deref().map(|c| (m.sender_id, c)))
+        .filter(|(s, c)| matches!(index.known(*s, c), Known::Maybe))
+        .collect();
+    let mut found = HashMap::new();
+    if !maybe.is_empty() {
+        metrics::counter!("landworld_chat_key_lookups_total").increment(maybe.len() as u64);
+        match lookup(db, index, &maybe).await {
+            Ok(known) => found = known,
+            Err(e) => {
+                tracing::error!(error = %e, "idempotency lookup failed");
+                return vec![FanOut::Failed(fail_all(batch))];
             }
         }
-    }
-}
-
-/// How one attempt at writing a batch ended.
-enum Attempt {
-    Done(Vec<FanOut>),
-    /// Nothing was written: a key not in memory is already stored (the batch, in its order).
-    KnownKey(Vec<Outgoing>),
-}
-
-/// Writes a batch; with `lookup`, first asks the database about keys not in memory.
-async fn try_write_batch(
-    db: &Db,
-    keys: &Keyring,
-    recent: &mut RecentKeys,
-    seqs: &mut HashMap<Uuid, i64>,
-    batch: Vec<Outgoing>,
-    lookup: bool,
-) -> Attempt {
-    let started = std::time::Instant::now();
-    // 1. Idempotency: keys answered from memory; with `lookup`, one query for the rest.
-    let unknown: Vec<(Uuid, &str)> = if lookup {
-        batch
-            .iter()
-            .filter_map(|m| m.client_msg_id.as_deref().map(|c| (m.sender_id, c)))
-            .filter(|(s, c)| recent.get(*s, c).is_none())
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let found = match db.existing_client_ids(&unknown).await {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::error!(error = %e, "idempotency lookup failed");
-            return Attempt::Done(vec![FanOut::Failed(fail_all(batch))]);
-        }
-    };
-    for e in found {
-        let committed = Committed {
-            message_id: e.id,
-            room_id: e.session_id,
-            seq: e.seq,
-            created_at: e.created_at,
-            client_msg_id: Some(e.client_msg_id.clone()),
-        };
-        recent.insert(e.sender_id, &e.client_msg_id, committed);
     }
 
     // 2. Seqs, ids and sealing for the new ones; retries point at their original.
@@ -251,13 +235,16 @@ async fn try_write_batch(
     let mut in_batch: HashMap<(Uuid, String), Committed> = HashMap::new();
     let mut touched: HashMap<Uuid, i64> = HashMap::new();
     for m in batch {
-        let key = m.client_msg_id.as_ref().map(|cmid| (m.sender_id, cmid.clone()));
-        if let Some(key) = &key
-            && let Some(c) = recent.get(key.0, &key.1).or_else(|| in_batch.get(key))
-        {
-            let c = c.clone();
-            results.push((m, Ok((c, false))));
-            continue;
+        if let Some(cmid) = m.client_msg_id.as_deref() {
+            let key = (m.sender_id, cmid.to_string());
+            let prior = match index.known(m.sender_id, cmid) {
+                Known::Stored(c) => Some(c),
+                Known::New | Known::Maybe => in_batch.get(&key).or_else(|| found.get(&key)).cloned(),
+            };
+            if let Some(c) = prior {
+                results.push((m, Ok((c, false))));
+                continue;
+            }
         }
         // Time-ordered ids keep primary-key inserts at the end of the index.
         let message_id = Uuid::now_v7();
@@ -275,8 +262,8 @@ async fn try_write_batch(
         touched.insert(m.room.id, seq);
         let committed =
             Committed { message_id, room_id: m.room.id, seq, created_at: now, client_msg_id: m.client_msg_id.clone() };
-        if let Some(key) = key {
-            in_batch.insert(key, committed.clone());
+        if let Some(cmid) = &m.client_msg_id {
+            in_batch.insert((m.sender_id, cmid.clone()), committed.clone());
         }
         rows.push(NewMessage {
             id: message_id,
@@ -297,21 +284,19 @@ async fn try_write_batch(
     // 3. One transaction for the batch.
     if !rows.is_empty() {
         let last_seqs: Vec<(Uuid, i64)> = touched.iter().map(|(k, v)| (*k, *v)).collect();
-        if let Err(e) = db.insert_message_batch(&rows, &last_seqs).await {
+        let result = db.insert_message_batch(&rows, &last_seqs).await;
+        if let Err(e) = result {
             // Seqs of this batch were not used: forget them so the next batch starts from the
             // last committed seq.
             for room in touched.keys() {
                 seqs.remove(room);
-            }
-            if matches!(e, crate::store::StoreError::Conflict) && !lookup {
-                return Attempt::KnownKey(results.into_iter().map(|(outgoing, _)| outgoing).collect());
             }
             tracing::error!(error = %e, messages = rows.len(), "writing a message batch failed");
             let failed = results
                 .into_iter()
                 .map(|(outgoing, r)| Failed { outgoing, error: r.err().unwrap_or(ChatError::Unavailable) })
                 .collect();
-            return Attempt::Done(vec![FanOut::Failed(failed)]);
+            return vec![FanOut::Failed(failed)];
         }
         metrics::histogram!("landworld_chat_commit_seconds").record(started.elapsed().as_secs_f64());
         metrics::counter!("landworld_chat_messages_stored_total").increment(rows.len() as u64);
@@ -323,9 +308,7 @@ async fn try_write_batch(
             Ok((committed, deliver)) => {
                 if deliver {
                     outgoing.room.last_seq.fetch_max(committed.seq, std::sync::atomic::Ordering::AcqRel);
-                    if let Some(cmid) = &outgoing.client_msg_id {
-                        recent.insert(outgoing.sender_id, cmid, committed.clone());
-                    }
+                    index.committed(outgoing.sender_id, &committed);
                 }
                 stored.push(Stored { committed, outgoing, deliver });
             }
@@ -336,7 +319,37 @@ async fn try_write_batch(
     if !failed.is_empty() {
         out.push(FanOut::Failed(failed));
     }
-    Attempt::Done(out)
+    out
+}
+
+/// Keys the filter may have seen, looked up in the key store, with their messages. A key whose
+/// message is gone (retention, a deleted account) counts as not stored.
+async fn lookup(
+    db: &Db,
+    index: &KeyIndex,
+    keys: &[(Uuid, &str)],
+) -> Result<HashMap<(Uuid, String), Committed>, crate::store::StoreError> {
+    let stored = index.store().lookup(keys).await?;
+    if stored.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let ids: Vec<Uuid> = stored.iter().map(|k| k.message_id).collect();
+    let heads: HashMap<Uuid, (Uuid, i64, i64)> =
+        db.message_heads(&ids).await?.into_iter().map(|(id, room, seq, at)| (id, (room, seq, at))).collect();
+    Ok(stored
+        .into_iter()
+        .filter_map(|k| {
+            let (room_id, seq, created_at) = *heads.get(&k.message_id)?;
+            let committed = Committed {
+                message_id: k.message_id,
+                room_id,
+                seq,
+                created_at,
+                client_msg_id: Some(k.client_msg_id.clone()),
+            };
+            Some(((k.sender_id, k.client_msg_id), committed))
+        })
+        .collect())
 }
 
 fn fail_all(batch: Vec<Outgoing>) -> Vec<Failed> {

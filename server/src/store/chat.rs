@@ -401,40 +401,63 @@ impl Db {
         })
     }
 
-    /// Which of these `(sender, client_msg_id)` keys are already stored.
-    pub async fn existing_client_ids(&self, keys: &[(Uuid, &str)]) -> StoreResult<Vec<ExistingMessage>> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
+    /// Session, seq and creation time of these messages (those that exist).
+    pub async fn message_heads(&self, ids: &[Uuid]) -> StoreResult<Vec<(Uuid, Uuid, i64, i64)>> {
         let mut found = Vec::new();
-        for chunk in fixed_chunks(keys) {
+        for chunk in fixed_chunks(ids) {
             on_pool!(self, |p| {
-                let mut qb = sqlx::QueryBuilder::new(
-                    "SELECT sender_id, client_msg_id, id, session_id, seq, created_at FROM messages \
-                     WHERE client_msg_id IS NOT NULL AND client_msg_id IN (",
-                );
+                let mut qb =
+                    sqlx::QueryBuilder::new("SELECT id, session_id, seq, created_at FROM messages WHERE id IN (");
                 let mut sep = qb.separated(", ");
-                for (_, cmid) in chunk {
-                    sep.push_bind(cmid.to_string());
+                for id in chunk {
+                    sep.push_bind(*id);
                 }
                 qb.push(")");
-                let rows = qb.build().fetch_all(p).await?;
-                for r in rows {
-                    let e = ExistingMessage {
+                for r in qb.build().fetch_all(p).await? {
+                    found.push((
+                        r.try_get("id")?,
+                        r.try_get("session_id")?,
+                        r.try_get("seq")?,
+                        r.try_get("created_at")?,
+                    ));
+                }
+            });
+        }
+        Ok(found)
+    }
+
+    /// Keys of a session's messages after `after_seq`, oldest first, at most `limit` (rebuilding
+    /// the key store: see [`crate::chat::keys`]).
+    pub async fn message_keys_after(
+        &self,
+        session_id: Uuid,
+        after_seq: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<ExistingMessage>> {
+        on_pool!(self, |p| {
+            let rows = sqlx::query(
+                "SELECT sender_id, client_msg_id, id, session_id, seq, created_at FROM messages \
+                 WHERE session_id = $1 AND seq > $2 AND client_msg_id IS NOT NULL ORDER BY seq LIMIT $3",
+            )
+            .bind(session_id)
+            .bind(after_seq)
+            .bind(limit)
+            .fetch_all(p)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(ExistingMessage {
                         sender_id: r.try_get("sender_id")?,
                         client_msg_id: r.try_get("client_msg_id")?,
                         id: r.try_get("id")?,
                         session_id: r.try_get("session_id")?,
                         seq: r.try_get("seq")?,
                         created_at: r.try_get("created_at")?,
-                    };
-                    if chunk.iter().any(|(s, c)| *s == e.sender_id && *c == e.client_msg_id) {
-                        found.push(e);
-                    }
-                }
-            });
-        }
-        Ok(found)
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(Into::into)
+        })
     }
 
     /// Inserts a batch of messages, their proximity recipients and the sessions' new last seqs
@@ -452,10 +475,10 @@ impl Db {
                         .push_bind(m.session_id)
                         .push_bind(m.seq)
                         .push_bind(m.sender_id)
-                        .push_bind(m.client_msg_id.clone())
+                        .push_bind(m.client_msg_id.as_deref())
                         .push_bind(m.key_id)
-                        .push_bind(m.nonce.clone())
-                        .push_bind(m.ciphertext.clone())
+                        .push_bind(&m.nonce[..])
+                        .push_bind(&m.ciphertext[..])
                         .push_bind(m.pos.map(|p| p.0))
                         .push_bind(m.pos.map(|p| p.1))
                         .push_bind(m.created_at);

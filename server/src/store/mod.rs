@@ -8,6 +8,7 @@
 //! One file per aggregate: [`users`], [`lands`], [`positions`].
 
 pub mod chat;
+pub mod keys;
 pub mod lands;
 pub mod positions;
 pub mod users;
@@ -45,6 +46,8 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("file error: {0}")]
+    Io(std::io::Error),
 }
 
 impl StoreError {
@@ -74,10 +77,12 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// SQLite's automatic checkpoint runs inside whichever commit crosses the WAL size threshold
 /// (1,000 pages): that commit then copies the log into the database file and fsyncs it, and every
 /// message waiting on it waits too — the long tail of the write path's ack latency. Here
-/// automatic checkpoints are off and a `PASSIVE` checkpoint runs every [`CHECKPOINT_EVERY`] on a
-/// pooled connection instead: it never blocks the writer (it copies what no reader still needs,
-/// up to the last commit, while writers go on appending), and since it runs often the log stays
-/// small. Ends when the pool is closed.
+/// automatic checkpoints are off. While messages flow, the chat writer checkpoints between its
+/// own commits ([`Db::checkpoint`]), so a checkpoint's fsync of the database file never runs
+/// while a commit's fsync of the log waits on the same disk. This task is the fallback for
+/// everything else that writes (and for a quiet writer): a `PASSIVE` checkpoint every
+/// [`CHECKPOINT_EVERY`] on a pooled connection; it never blocks writers, and finds little to do
+/// when the writer has just checkpointed. Ends when the pool is closed.
 async fn checkpoints(pool: SqlitePool) {
     let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -134,6 +139,15 @@ impl Db {
         on_pool!(self, |p| {
             sqlx::query("SELECT 1").execute(p).await?;
         });
+        Ok(())
+    }
+
+    /// SQLite: copies the write-ahead log into the database file (`PASSIVE`: never waits for
+    /// readers or writers; what it cannot copy yet stays for the next one). PostgreSQL: nothing.
+    pub async fn checkpoint(&self) -> StoreResult<()> {
+        if let Db::Sqlite(p) = self {
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(p).await?;
+        }
         Ok(())
     }
 
