@@ -82,7 +82,7 @@ const MESSAGE_COLUMNS: &str = "m.id, m.session_id, m.seq, m.sender_id, u.usernam
 /// these few sizes ever reach the database, so each multi-row statement is prepared once and
 /// then reused from the connection's statement cache, instead of preparing a new statement for
 /// every batch size (a 256-row INSERT has 2,816 parameters to parse).
-const CHUNK_SIZES: [usize; 5] = [256, 64, 16, 4, 1];
+const CHUNK_SIZES: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
 
 /// Splits `items` into consecutive chunks whose lengths are all in [`CHUNK_SIZES`].
 fn fixed_chunks<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
@@ -690,6 +690,6 @@ mod chunk_tests {
             let flat: Vec<usize> = chunks.concat();
             assert_eq!(flat, items, "n={n}: every item once, in order");
         }
-        assert_eq!(fixed_chunks(&[0u8; 500]).map(<[u8]>::len).collect::<Vec<_>>(), [256, 64, 64, 64, 16, 16, 16, 4]);
+        assert_eq!(fixed_chunks(&[0u8; 500]).map(<[u8]>::len).collect::<Vec<_>>(), [256, 128, 64, 32, 16, 4]);
     }
 }
