@@ -284,36 +284,34 @@ impl KeyIndex {
     }
 
     /// Collects a finished merge, and starts the next when the current epoch is old or large
-    /// enough (`force`: whatever it holds). True when a merge finished.
-    pub fn poll(&mut self, force: bool) -> bool {
-        let mut finished = false;
+    /// enough (`force`: whatever it holds).
+    pub fn poll(&mut self, force: bool) {
         if let Some(f) = &mut self.frozen {
             match f.done.try_recv() {
-                Err(oneshot::error::TryRecvError::Empty) => return false,
+                Err(oneshot::error::TryRecvError::Empty) => return,
                 Ok(Ok(())) => {
                     metrics::counter!("landworld_chat_keys_merged_total").increment(f.epoch.entries.len() as u64);
                     if let Some(f) = self.frozen.take() {
                         // Freeing every key of the epoch is not the writer's business either.
                         tokio::task::spawn_blocking(move || drop(f));
                     }
-                    finished = true;
                 }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "merging idempotency keys failed; retrying");
                     let epoch = f.epoch.clone();
                     f.done = spawn_merge(self.store.clone(), epoch, true);
-                    return false;
+                    return;
                 }
                 Err(oneshot::error::TryRecvError::Closed) => {
                     tracing::error!("the idempotency key merge stopped; retrying");
                     let epoch = f.epoch.clone();
                     f.done = spawn_merge(self.store.clone(), epoch, true);
-                    return false;
+                    return;
                 }
             }
         }
         if self.current.is_empty() {
-            return finished;
+            return;
         }
         let due = force || self.current.entries.len() >= EPOCH_KEYS || self.current.started.elapsed() >= EPOCH_AGE;
         if due {
@@ -322,7 +320,6 @@ impl KeyIndex {
             let done = spawn_merge(self.store.clone(), epoch.clone(), false);
             self.frozen = Some(Frozen { epoch, done });
         }
-        finished
     }
 
     /// When the writer should come back to collect a merge or freeze an epoch while no messages

@@ -135,9 +135,7 @@ pub async fn run(
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut checkpoints = Checkpoints { last: tokio::time::Instant::now(), dirty: false };
     loop {
-        if index.poll(false) {
-            checkpoints.dirty = true;
-        }
+        index.poll(false);
         // With nothing to write, come back for the key merge and the checkpoint when due.
         let wake = match (index.next_work(), checkpoints.due()) {
             (Some(a), Some(b)) => Some(a.min(b)),
