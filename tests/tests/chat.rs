@@ -62,10 +62,16 @@ async fn joined(app: &TestApp, user: &TestUser, room: &str) -> Result<(WsClient,
 
 /// `a` joins the first land's room by land id, then `b` by the session id from `a`'s
 /// `joined_room`; returns the session id and both sockets.
-async fn both_in_a_land_room(app: &TestApp, a: &TestUser, b: &TestUser) -> Result<(String, WsClient, WsClient)> {
+/// `a` joins the first land's room: its id and `a`'s connection.
+async fn alone_in_a_land_room(app: &TestApp, a: &TestUser) -> Result<(String, WsClient)> {
     let land = first_land(app, a).await?;
     let (wa, ja) = joined(app, a, &land).await?;
     let room = ja["room_id"].as_str().ok_or_else(|| anyhow!("joined_room without room_id: {ja}"))?.to_string();
+    Ok((room, wa))
+}
+
+async fn both_in_a_land_room(app: &TestApp, a: &TestUser, b: &TestUser) -> Result<(String, WsClient, WsClient)> {
+    let (room, wa) = alone_in_a_land_room(app, a).await?;
     let (wb, _) = joined(app, b, &room).await?;
     Ok((room, wa, wb))
 }
@@ -131,9 +137,7 @@ both_backends!(land_room_message_is_acked_and_delivered_to_members, |app| {
 
 both_backends!(retries_with_the_same_client_msg_id_are_stored_once, |app| {
     let alice = app.user("alice").await?;
-    let land = first_land(&app, &alice).await?;
-    let (mut wa, ja) = joined(&app, &alice, &land).await?;
-    let room = ja["room_id"].as_str().unwrap().to_string();
+    let (room, mut wa) = alone_in_a_land_room(&app, &alice).await?;
     let first = send(&mut wa, &room, "once", "retry-1").await?;
     let again = send(&mut wa, &room, "once", "retry-1").await?;
     assert_eq!(first["message_id"], again["message_id"]);
@@ -162,11 +166,11 @@ both_backends!(retries_with_the_same_client_msg_id_are_stored_once, |app| {
     Ok(())
 });
 
-// A retry the server no longer remembers (its key was stored before a restart), in one commit
-// batch with new messages: the writer first writes a batch without asking the database about
-// keys it does not remember; the unique index refuses the stored key, the transaction rolls
-// back, and the batch is written again after one lookup. The retry is acked with its original
-// id and seq, the new messages get the next seqs without a gap, and every message is stored once.
+// A retry the server no longer holds in memory (its key was merged into the key store at the
+// graceful shutdown before a restart), in one commit batch with new messages: the key filter
+// says the key may be stored, one lookup in the key store finds it, and the retry is acked with
+// its original id and seq; the new messages get the next seqs without a gap, and every message
+// is stored once.
 both_backends!(
     a_forgotten_retry_shares_a_batch_with_new_messages,
     config = |c| {
@@ -174,9 +178,7 @@ both_backends!(
     },
     |app| {
         let alice = app.user("alice").await?;
-        let land = first_land(&app, &alice).await?;
-        let (mut wa, ja) = joined(&app, &alice, &land).await?;
-        let room = ja["room_id"].as_str().unwrap().to_string();
+        let (room, mut wa) = alone_in_a_land_room(&app, &alice).await?;
         let one = send(&mut wa, &room, "one", "k-1").await?;
         let two = send(&mut wa, &room, "two", "k-2").await?;
         drop(wa);
@@ -215,9 +217,7 @@ both_backends!(
 async fn retries_are_recognised_after_the_key_store_is_rebuilt() -> Result<()> {
     let app = landworld_tests::spawn_app(landworld_tests::Backend::Sqlite).await?.expect("sqlite is always available");
     let alice = app.user("alice").await?;
-    let land = first_land(&app, &alice).await?;
-    let (mut wa, ja) = joined(&app, &alice, &land).await?;
-    let room = ja["room_id"].as_str().unwrap().to_string();
+    let (room, mut wa) = alone_in_a_land_room(&app, &alice).await?;
     let one = send(&mut wa, &room, "one", "k-1").await?;
     let two = send(&mut wa, &room, "two", "k-2").await?;
     drop(wa);
@@ -646,9 +646,7 @@ both_backends!(land_session_participants_and_stats, |app| {
 
 both_backends!(contents_are_encrypted_at_rest_and_survive_key_rotation, |app| {
     let alice = app.user("alice").await?;
-    let land = first_land(&app, &alice).await?;
-    let (mut wa, ja) = joined(&app, &alice, &land).await?;
-    let room_s = ja["room_id"].as_str().unwrap().to_string();
+    let (room_s, mut wa) = alone_in_a_land_room(&app, &alice).await?;
     let room: Uuid = room_s.parse()?;
     let secret_a = "the treasure is under the old oak";
     let secret_b = "meet me at the harbour at dawn";
@@ -706,9 +704,7 @@ both_backends!(
     },
     |app| {
         let alice = app.user("alice").await?;
-        let land = first_land(&app, &alice).await?;
-        let (mut wa, ja) = joined(&app, &alice, &land).await?;
-        let room_s = ja["room_id"].as_str().unwrap().to_string();
+        let (room_s, mut wa) = alone_in_a_land_room(&app, &alice).await?;
         let room: Uuid = room_s.parse()?;
         send(&mut wa, &room_s, "old news", "o1").await?;
         send(&mut wa, &room_s, "older news", "o2").await?;
@@ -802,9 +798,7 @@ async fn a_commit_window_gathers_the_messages_sent_within_it_into_one_commit() -
     .await?
     .expect("sqlite is always available");
     let alice = app.user("alice").await?;
-    let land = first_land(&app, &alice).await?;
-    let (mut wa, ja) = joined(&app, &alice, &land).await?;
-    let room = ja["room_id"].as_str().unwrap().to_string();
+    let (room, mut wa) = alone_in_a_land_room(&app, &alice).await?;
     for i in 0..4 {
         wa.send(json!({"type": "send_message", "room_id": room, "content": format!("w{i}"), "client_msg_id": format!("w-{i}")}))
             .await?;
