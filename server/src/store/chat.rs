@@ -8,7 +8,7 @@
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::{Db, StoreError, StoreResult, on_pool};
+use super::{Db, StoreError, StoreResult, fixed_chunks, on_pool};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionRow {
@@ -77,23 +77,6 @@ pub struct ChatTotals {
 const SESSION_COLUMNS: &str = "id, kind, name, land_id, created_by, created_at, last_seq";
 const MESSAGE_COLUMNS: &str = "m.id, m.session_id, m.seq, m.sender_id, u.username AS sender_username, \
      m.client_msg_id, m.key_id, m.nonce, m.ciphertext, m.pos_x, m.pos_y, m.created_at, m.deleted_at";
-/// Statement sizes (rows, or keys of an `IN` list) a batch is split into, largest first (11
-/// binds per message row: far under SQLite's and PostgreSQL's parameter limits). Only
-/// these few sizes ever reach the database, so each multi-row statement is prepared once and
-/// then reused from the connection's statement cache, instead of preparing a new statement for
-/// every batch size (a 256-row INSERT has 2,816 parameters to parse).
-const CHUNK_SIZES: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
-
-/// Splits `items` into consecutive chunks whose lengths are all in [`CHUNK_SIZES`].
-fn fixed_chunks<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
-    std::iter::from_fn(move || {
-        let size = CHUNK_SIZES.iter().copied().find(|&s| s <= items.len())?;
-        let (chunk, rest) = items.split_at(size);
-        items = rest;
-        Some(chunk)
-    })
-}
-
 macro_rules! session_from_row {
     ($row:expr) => {{
         let row = $row;
@@ -671,25 +654,4 @@ enum SessionKey<'a> {
     Id(Uuid),
     Text(&'a str),
     None,
-}
-
-#[cfg(test)]
-mod chunk_tests {
-    use super::*;
-
-    #[test]
-    fn batches_split_into_the_few_cached_statement_sizes() {
-        for n in [0usize, 1, 3, 4, 5, 17, 255, 256, 257, 500, 4096] {
-            let items: Vec<usize> = (0..n).collect();
-            let chunks: Vec<&[usize]> = fixed_chunks(&items).collect();
-            assert!(
-                chunks.iter().all(|c| CHUNK_SIZES.contains(&c.len())),
-                "n={n}: {:?}",
-                chunks.iter().map(|c| c.len()).collect::<Vec<_>>()
-            );
-            let flat: Vec<usize> = chunks.concat();
-            assert_eq!(flat, items, "n={n}: every item once, in order");
-        }
-        assert_eq!(fixed_chunks(&[0u8; 500]).map(<[u8]>::len).collect::<Vec<_>>(), [256, 128, 64, 32, 16, 4]);
-    }
 }

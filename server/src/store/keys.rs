@@ -17,12 +17,9 @@ use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use uuid::Uuid;
 
-use super::{Db, StoreError, StoreResult, on_pool};
+use super::{Db, StoreError, StoreResult, fixed_chunks, on_pool};
 
 static SQLITE_KEY_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite-keys");
-
-/// Rows per multi-row statement (4 binds each).
-const CHUNK: usize = 256;
 
 /// The fixed SipHash key of [`key_hash`] (stored hashes must not change between runs).
 const HASH_KEY: (u64, u64) = (0x6c61_6e64_776f_726c, 0x6469_6465_6d70_6f74);
@@ -155,7 +152,7 @@ impl KeyStore {
     /// Which of these `(sender, client_msg_id)` keys are stored, and the messages they stored.
     pub async fn lookup(&self, keys: &[(Uuid, &str)]) -> StoreResult<Vec<StoredKey>> {
         let mut found = Vec::new();
-        for chunk in keys.chunks(CHUNK) {
+        for chunk in fixed_chunks(keys) {
             on_pool!(&self.0, |p| {
                 let mut qb = sqlx::QueryBuilder::new(
                     "SELECT sender_id, client_msg_id, message_id FROM message_keys WHERE key_hash IN (",
@@ -220,7 +217,7 @@ impl KeyStore {
     pub async fn merge(&self, rows: &[KeyRow<'_>], marks: &[(Uuid, i64)]) -> StoreResult<()> {
         on_pool!(&self.0, |p| {
             let mut tx = p.begin().await?;
-            for chunk in rows.chunks(CHUNK) {
+            for chunk in fixed_chunks(rows) {
                 let mut qb = sqlx::QueryBuilder::new(
                     "INSERT INTO message_keys (key_hash, sender_id, client_msg_id, message_id) ",
                 );

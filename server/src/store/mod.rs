@@ -62,6 +62,23 @@ impl StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Statement sizes (rows, or keys of an `IN` list) a batch is split into, largest first (11
+/// binds per message row, 4 per key row: far under SQLite's and PostgreSQL's parameter limits). Only
+/// these few sizes ever reach the database, so each multi-row statement is prepared once and
+/// then reused from the connection's statement cache, instead of preparing a new statement for
+/// every batch size (a 256-row INSERT has 2,816 parameters to parse).
+const CHUNK_SIZES: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
+
+/// Splits `items` into consecutive chunks whose lengths are all in [`CHUNK_SIZES`].
+pub(crate) fn fixed_chunks<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        let size = CHUNK_SIZES.iter().copied().find(|&s| s <= items.len())?;
+        let (chunk, rest) = items.split_at(size);
+        items = rest;
+        Some(chunk)
+    })
+}
+
 /// The database handle: cheap to clone.
 #[derive(Clone, Debug)]
 pub enum Db {
@@ -222,6 +239,22 @@ mod tests {
         assert!(largest_wal < written / 3, "the log is reused, not grown: {largest_wal} of {written} bytes written");
         db.close().await;
         Ok(())
+    }
+
+    #[test]
+    fn batches_split_into_the_few_cached_statement_sizes() {
+        for n in [0usize, 1, 3, 4, 5, 17, 255, 256, 257, 500, 4096] {
+            let items: Vec<usize> = (0..n).collect();
+            let chunks: Vec<&[usize]> = fixed_chunks(&items).collect();
+            assert!(
+                chunks.iter().all(|c| CHUNK_SIZES.contains(&c.len())),
+                "n={n}: {:?}",
+                chunks.iter().map(|c| c.len()).collect::<Vec<_>>()
+            );
+            let flat: Vec<usize> = chunks.concat();
+            assert_eq!(flat, items, "n={n}: every item once, in order");
+        }
+        assert_eq!(fixed_chunks(&[0u8; 500]).map(<[u8]>::len).collect::<Vec<_>>(), [256, 128, 64, 32, 16, 4]);
     }
 
     #[test]
