@@ -207,18 +207,21 @@ async fn write_batch(
     batch: Vec<Outgoing>,
 ) -> Vec<FanOut> {
     let started = std::time::Instant::now();
-    // 1. Idempotency: keys the filter may have seen (retries, and a rare false positive) are
-    //    looked up in one query; every other key is new.
+    // 1. Idempotency: what memory knows of each key, once; keys the filter may have seen
+    //    (retries, and a rare false positive) are looked up in one query; every other key is new.
+    let known: Vec<Option<Known>> =
+        batch.iter().map(|m| m.client_msg_id.as_deref().map(|c| index.known(m.sender_id, c))).collect();
     let maybe: Vec<(Uuid, &str)> = batch
         .iter()
-        .filter_map(|m| m.client_msg_id.as_deref().map(|c| (m.sender_id, c)))
-        .filter(|(s, c)| matches!(index.known(*s, c), Known::Maybe))
+        .zip(&known)
+        .filter(|(_, k)| matches!(k, Some(Known::Maybe)))
+        .filter_map(|(m, _)| m.client_msg_id.as_deref().map(|c| (m.sender_id, c)))
         .collect();
     let mut found = HashMap::new();
     if !maybe.is_empty() {
         metrics::counter!("landworld_chat_key_lookups_total").increment(maybe.len() as u64);
         match lookup(db, index, &maybe).await {
-            Ok(known) => found = known,
+            Ok(stored) => found = stored,
             Err(e) => {
                 tracing::error!(error = %e, "idempotency lookup failed");
                 return vec![FanOut::Failed(fail_all(batch))];
@@ -232,12 +235,12 @@ async fn write_batch(
     let mut results: Vec<(Outgoing, Result<(Committed, bool), ChatError>)> = Vec::with_capacity(batch.len());
     let mut in_batch: HashMap<(Uuid, String), Committed> = HashMap::new();
     let mut touched: HashMap<Uuid, i64> = HashMap::new();
-    for m in batch {
+    for (m, known) in batch.into_iter().zip(known) {
         if let Some(cmid) = m.client_msg_id.as_deref() {
             let key = (m.sender_id, cmid.to_string());
-            let prior = match index.known(m.sender_id, cmid) {
-                Known::Stored(c) => Some(c),
-                Known::New | Known::Maybe => in_batch.get(&key).or_else(|| found.get(&key)).cloned(),
+            let prior = match known {
+                Some(Known::Stored(c)) => Some(c),
+                _ => in_batch.get(&key).or_else(|| found.get(&key)).cloned(),
             };
             if let Some(c) = prior {
                 results.push((m, Ok((c, false))));
