@@ -115,18 +115,26 @@ impl Epoch {
             .map(|&i| &self.entries[i as usize])
     }
 
+    /// Adds `entry` unless its key is already here (one hash, one probe).
     fn insert(&mut self, hasher: &impl BuildHasher, entry: Entry) {
-        if self.find(hasher, entry.sender_id, &entry.client_msg_id).is_some() {
-            return;
-        }
-        let i = self.entries.len() as u32;
         let hash = hasher.hash_one((entry.sender_id, &*entry.client_msg_id));
-        self.entries.push(entry);
+        let i = self.entries.len() as u32;
         let entries = &self.entries;
-        self.table.insert_unique(hash, i, |&j| {
-            let e = &entries[j as usize];
-            hasher.hash_one((e.sender_id, &*e.client_msg_id))
-        });
+        let slot = self.table.entry(
+            hash,
+            |&j| {
+                let e = &entries[j as usize];
+                e.sender_id == entry.sender_id && e.client_msg_id == entry.client_msg_id
+            },
+            |&j| {
+                let e = &entries[j as usize];
+                hasher.hash_one((e.sender_id, &*e.client_msg_id))
+            },
+        );
+        if let hashbrown::hash_table::Entry::Vacant(slot) = slot {
+            slot.insert(i);
+            self.entries.push(entry);
+        }
     }
 
     fn is_empty(&self) -> bool {
@@ -543,6 +551,17 @@ mod tests {
             }
         }
         assert_eq!(e.entries.len(), 200);
+        let again = Entry {
+            key_hash: 0,
+            sender_id: a,
+            client_msg_id: "m7".into(),
+            message_id: Uuid::new_v4(),
+            room_id: Uuid::nil(),
+            seq: 999,
+            created_at: 0,
+        };
+        e.insert(&h, again);
+        assert_eq!(e.entries.len(), 200, "a key already there is not added twice");
         assert_eq!(e.find(&h, a, "m7").map(|x| x.seq), Some(7));
         assert_eq!(e.find(&h, b, "m7").map(|x| x.seq), Some(107));
         assert!(e.find(&h, a, "m100").is_none());
