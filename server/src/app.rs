@@ -285,7 +285,10 @@ impl Application {
         let key_store = chat.key_store().clone();
         drop(chat);
         chat_tasks.writer.abort();
-        chat_tasks.fanout.abort();
+        // The fan-out's thread ends with `chat_stop` (or once nothing holds the chat service).
+        if tokio::time::timeout(Duration::from_secs(5), chat_tasks.fanout).await.is_err() {
+            tracing::warn!("the fan-out did not stop in time");
+        }
         world_stop.cancel();
         match tokio::task::spawn_blocking(move || world_thread.join()).await {
             Ok(Ok(())) => {}

@@ -18,6 +18,7 @@ pub mod chat;
 pub mod config;
 pub mod game;
 pub mod load_users;
+pub mod sched;
 pub mod store;
 pub mod telemetry;
 pub mod world;

@@ -8,7 +8,7 @@ use landworld_server::api::routes::auth::create_user;
 use landworld_server::app::open_database;
 use landworld_server::chat::crypto::{Keyring, rotate_and_reseal};
 use landworld_server::config::{Cli, Command};
-use landworld_server::{Application, telemetry};
+use landworld_server::{Application, sched, telemetry};
 
 // `--features system-alloc` keeps the system allocator, so that heap profilers that hook
 // `malloc` (heaptrack, valgrind's massif) see the server's allocations (docs/performance.md).
@@ -18,6 +18,12 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Serving: the server's threads (all started after this, so they inherit it) ahead of
+    // ordinary processes; the world and fan-out threads set their own (see `sched`).
+    let priority = match cli.command {
+        None | Some(Command::Serve(_)) => Some(sched::set_current_thread_nice(sched::SERVER_NICE)),
+        _ => None,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -25,7 +31,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, priority)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -34,10 +40,10 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli, priority: Option<std::io::Result<()>>) -> anyhow::Result<()> {
     match cli.command {
-        None => serve(cli.serve).await,
-        Some(Command::Serve(opts)) => serve(opts).await,
+        None => serve(cli.serve, priority).await,
+        Some(Command::Serve(opts)) => serve(opts, priority).await,
         Some(Command::Migrate(opts)) => {
             let config = opts.resolve()?;
             telemetry::init_logging(&config.log);
@@ -103,9 +109,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(opts: landworld_server::config::ServeOptions) -> anyhow::Result<()> {
+async fn serve(
+    opts: landworld_server::config::ServeOptions,
+    priority: Option<std::io::Result<()>>,
+) -> anyhow::Result<()> {
     let config = opts.resolve()?;
     telemetry::init_logging(&config.log);
+    match priority {
+        Some(Ok(())) => tracing::debug!(nice = sched::SERVER_NICE, "server threads' priority raised"),
+        Some(Err(e)) => tracing::info!(error = %e, "the server's threads keep their priority"),
+        None => {}
+    }
     let app = Application::build(config).await.context("starting the server")?;
     let token = app.shutdown_token();
     tokio::spawn(async move {

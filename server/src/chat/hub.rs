@@ -183,6 +183,20 @@ impl RoomBatch {
         Self { seqs, frames: frames.into() }
     }
 
+    /// This batch followed by later messages of the same room (seqs ascending, above this
+    /// batch's): a new batch, shared like this one.
+    pub fn extended(&self, more: &[(i64, OutFrame)]) -> Self {
+        let mut seqs = Vec::with_capacity(self.seqs.len() + more.len());
+        seqs.extend_from_slice(&self.seqs);
+        let mut frames = Vec::with_capacity(seqs.capacity());
+        frames.extend(self.frames.iter().cloned());
+        for (seq, frame) in more {
+            seqs.push(*seq);
+            frames.push(frame.clone());
+        }
+        Self { seqs, frames: frames.into() }
+    }
+
     pub fn len(&self) -> usize {
         self.seqs.len()
     }
@@ -227,27 +241,52 @@ impl ChatConn {
     }
 
     /// Delivers messages of one room, in seq order, under one lock: never twice on this
-    /// connection, and buffered while a replay runs. In the common case (no replay running,
-    /// nothing of the batch delivered yet) the batch's shared frames go as one queue item, so
-    /// the connection's writer sends them with one wake-up and one flush.
-    pub fn deliver_many(&self, room: Uuid, batch: &RoomBatch) {
-        let Ok(mut cursors) = self.cursors.lock() else { return };
+    /// connection, and buffered while a replay runs. Returns how many frames went out (or into
+    /// the replay's buffer).
+    ///
+    /// In the common cases the frames go as one queue item sharing the batch's frames, so the
+    /// connection's writer (or the direct write) sends them with one wake-up and one write: no
+    /// replay running and either nothing of the batch delivered yet (the whole batch), or the
+    /// batch starting inside the range delivered so far (the tail past it: the fan-out's sweep
+    /// hands a room's batch again to the connections that got its first messages already).
+    pub fn deliver_many(&self, room: Uuid, batch: &RoomBatch) -> usize {
+        let Ok(mut cursors) = self.cursors.lock() else { return 0 };
         let cursor = cursors.entry(room).or_default();
-        let (Some(&first), Some(&last)) = (batch.seqs.first(), batch.seqs.last()) else { return };
-        if cursor.catching_up.is_none() && (cursor.first == 0 || first > cursor.last) {
-            if self.handle.send_many_now(&batch.frames) {
-                cursor.record(first);
+        let (Some(&first), Some(&last)) = (batch.seqs.first(), batch.seqs.last()) else { return 0 };
+        if cursor.catching_up.is_none() {
+            let from = if cursor.first == 0 || first > cursor.last {
+                Some(0)
+            } else if first >= cursor.first {
+                Some(batch.seqs.partition_point(|s| *s <= cursor.last))
+            } else {
+                None
+            };
+            if let Some(from) = from {
+                let n = batch.len() - from;
+                if n == 0 {
+                    return 0;
+                }
+                if !self.handle.send_tail_now(&batch.frames, from) {
+                    return 0;
+                }
+                cursor.record(batch.seqs[from]);
                 cursor.record(last);
+                return n;
             }
-            return;
         }
+        let mut sent = 0;
         for (seq, frame) in batch.seqs.iter().zip(batch.frames.iter()) {
             if let Some(buf) = &mut cursor.catching_up {
+                if buf.last().is_some_and(|(s, _)| s >= seq) {
+                    // Buffered already (a sweep hands a batch's messages to a member again).
+                    continue;
+                }
                 if buf.len() >= CATCH_UP_BUFFER {
                     self.handle.close(close_code::RATE_LIMITED);
-                    return;
+                    return sent;
                 }
                 buf.push((*seq, frame.clone()));
+                sent += 1;
                 continue;
             }
             if cursor.covers(*seq) {
@@ -255,8 +294,10 @@ impl ChatConn {
             }
             if self.handle.send_now(frame) {
                 cursor.record(*seq);
+                sent += 1;
             }
         }
+        sent
     }
 
     /// Starts buffering live messages of `room` while history is replayed.
@@ -341,23 +382,20 @@ impl Hub {
     }
 
     /// Delivers room messages (in seq order) to every connection of the given users; returns
-    /// how many connections they went to.
+    /// how many frames went out.
     pub fn deliver_to_users<'a>(
         &self,
         users: impl IntoIterator<Item = &'a Uuid>,
         room: Uuid,
         batch: &RoomBatch,
     ) -> u64 {
-        let mut n = 0;
-        for u in users {
-            if let Some(entry) = self.users.get(u) {
-                for c in &entry.conns {
-                    c.deliver_many(room, batch);
-                    n += 1;
-                }
-            }
-        }
-        n
+        users.into_iter().map(|u| self.deliver_to_user(u, room, batch)).sum()
+    }
+
+    /// Delivers room messages (in seq order) to every connection of one user; returns how many
+    /// frames went out.
+    pub fn deliver_to_user(&self, user: &Uuid, room: Uuid, batch: &RoomBatch) -> u64 {
+        self.users.get(user).map_or(0, |entry| entry.conns.iter().map(|c| c.deliver_many(room, batch) as u64).sum())
     }
 }
 
@@ -400,10 +438,19 @@ mod tests {
         let (handle, mut rx, _control) = ConnHandle::new(Uuid::new_v4());
         let conn = ChatConn::new(handle, Uuid::new_v4());
         let room = Uuid::new_v4();
-        conn.deliver_many(room, &batch(&[5, 6]));
+        assert_eq!(conn.deliver_many(room, &batch(&[5, 6])), 2);
         drain(&mut rx);
-        conn.deliver_many(room, &batch(&[6, 7, 8]));
-        assert_eq!(drain(&mut rx).1, ["m7", "m8"]);
+        // The new tail goes as one item sharing the batch's frames.
+        let b = batch(&[6, 7, 8]);
+        assert_eq!(conn.deliver_many(room, &b), 2);
+        let Ok(Out::Tail(shared, 1)) = rx.try_recv() else { panic!("expected the batch's tail as one item") };
+        assert!(Arc::ptr_eq(&shared, &b.frames));
+        assert!(rx.try_recv().is_err());
+        // Everything already delivered: nothing is sent.
+        assert_eq!(conn.deliver_many(room, &batch(&[7, 8])), 0);
+        assert_eq!(drain(&mut rx).0, 0);
+        conn.deliver_many(room, &batch(&[8, 9]));
+        assert_eq!(drain(&mut rx).1, ["m9"]);
     }
 
     #[test]
@@ -413,6 +460,7 @@ mod tests {
         let room = Uuid::new_v4();
         conn.begin_catch_up(room);
         conn.deliver_many(room, &batch(&[3, 4]));
+        assert_eq!(conn.deliver_many(room, &batch(&[4])), 0, "buffered once");
         assert_eq!(drain(&mut rx).0, 0, "nothing live while the replay runs");
         // The replay sent 1..=3; only 4 is still missing.
         conn.end_catch_up(room, 0, 3);

@@ -12,6 +12,7 @@
 //! - [`retention`]: purge job; typing expiry also lives here.
 
 pub mod crypto;
+mod fanout;
 pub mod hub;
 pub mod keys;
 pub mod retention;
@@ -32,7 +33,7 @@ use crate::store::{Db, StoreError, ms_to_rfc3339, now_ms};
 use crate::world::WorldCommand;
 use crate::world::conn::{ConnHandle, encode};
 use crypto::{Keyring, Sealed};
-use hub::{ChatConn, Hub, Room, RoomBatch, RoomKind, UserEntry};
+use hub::{ChatConn, Hub, Room, RoomKind, UserEntry};
 use writer::{FanOut, Outgoing, Reply, WriterMsg};
 
 /// Messages waiting for the writer before senders wait.
@@ -207,7 +208,7 @@ impl Chat {
             }),
         };
         let writer = tokio::spawn(writer::run(db.clone(), keys, index, commit_window, rx, fan_tx));
-        let fanout = tokio::spawn(fanout_loop(chat.clone(), fan_rx));
+        let fanout = fanout::spawn(&chat, fan_rx, stop.clone());
         let upkeep = tokio::spawn(upkeep_loop(chat.clone(), retention_days, retention_every, stop));
         Ok((chat, ChatTasks { writer, fanout, upkeep }))
     }
@@ -805,151 +806,6 @@ fn parse_room_ref(reference: &str) -> Result<RoomRef, ChatError> {
     Uuid::parse_str(reference.trim()).map(RoomRef::Id).map_err(|_| {
         ChatError::NotFound(format!("no room {reference:?}: use a session id, a land id or \"proximity\""))
     })
-}
-
-/// Commit batches merged into one delivery round at most (when the fan-out falls behind).
-const MAX_ROUND: usize = 64;
-
-/// Acks senders and delivers committed messages, in commit order. Commit batches that queued up
-/// while a round was delivered are merged into the next round, so each member connection gets
-/// one queue item (one wake-up, one socket write) per room per round. With a delivery window
-/// the round stays open that long after its first message (acks go out at once); a broadcast
-/// closes the round first, so it arrives after the messages before it.
-async fn fanout_loop(chat: Chat, mut rx: mpsc::Receiver<FanOut>) {
-    let window = chat.inner.settings.delivery_window;
-    let mut round = Round::default();
-    while let Some(first) = rx.recv().await {
-        // The window counts from the first message's commit, not from when this loop got to
-        // it: a message that waited while the previous round was written has had its window.
-        let since = match &first {
-            FanOut::Stored(_, committed_at) => *committed_at,
-            _ => tokio::time::Instant::now(),
-        };
-        let deadline = since + window;
-        let mut next = Some(first);
-        let mut merged = 0;
-        while let Some(msg) = next.take() {
-            if let FanOut::Broadcast { users, frame } = msg {
-                round.deliver(&chat);
-                chat.hub_read().send_to_users(users.iter(), &frame);
-            } else {
-                round.add(msg);
-                merged += 1;
-            }
-            if merged >= MAX_ROUND {
-                break;
-            }
-            next = match rx.try_recv() {
-                Ok(msg) => Some(msg),
-                Err(_) if !window.is_zero() && round.has_deliveries() => {
-                    tokio::time::timeout_at(deadline, rx.recv()).await.ok().flatten()
-                }
-                Err(_) => None,
-            };
-        }
-        round.deliver(&chat);
-    }
-}
-
-/// One delivery round: acks are sent as batches arrive; messages are grouped per room (seq
-/// order kept) and serialized once for all recipients.
-#[derive(Default)]
-struct Round {
-    rooms: Vec<(Arc<Room>, Vec<(i64, crate::world::conn::OutFrame)>)>,
-    proximity: Vec<(Vec<Uuid>, Uuid, i64, crate::world::conn::OutFrame)>,
-    new: u64,
-}
-
-impl Round {
-    fn has_deliveries(&self) -> bool {
-        !self.rooms.is_empty() || !self.proximity.is_empty()
-    }
-
-    fn add(&mut self, batch: FanOut) {
-        match batch {
-            FanOut::Stored(stored, _) => {
-                for s in stored {
-                    let writer::Stored { committed: c, outgoing, deliver } = s;
-                    let Outgoing { room, sender_id, sender_username, content, recipients, reply, .. } = outgoing;
-                    let ack = ServerFrame::MessageAck {
-                        room_id: c.room_id,
-                        message_id: c.message_id,
-                        seq: c.seq,
-                        client_msg_id: c.client_msg_id.clone(),
-                        created_at: ms_to_rfc3339(c.created_at),
-                    };
-                    match reply {
-                        Reply::Conn(conn) => {
-                            // The fan-out's own task: the ack may go straight to the socket.
-                            conn.send_now(&encode(&ack));
-                        }
-                        Reply::Rest(tx) => {
-                            let _ = tx.send(Ok(c.clone()));
-                        }
-                    }
-                    if !deliver {
-                        continue;
-                    }
-                    self.new += 1;
-                    let frame = encode(&ServerFrame::Message {
-                        room_id: c.room_id,
-                        message_id: c.message_id,
-                        seq: c.seq,
-                        sender_id,
-                        sender_username: sender_username.to_string(),
-                        content,
-                        created_at: ms_to_rfc3339(c.created_at),
-                        client_msg_id: c.client_msg_id,
-                    });
-                    if room.kind == RoomKind::Proximity {
-                        self.proximity.push((recipients, c.room_id, c.seq, frame));
-                    } else if let Some((_, frames)) = self.rooms.iter_mut().find(|(r, _)| r.id == room.id) {
-                        frames.push((c.seq, frame));
-                    } else {
-                        self.rooms.push((room, vec![(c.seq, frame)]));
-                    }
-                }
-            }
-            FanOut::Broadcast { .. } => {}
-            FanOut::Failed(failed) => {
-                for f in failed {
-                    match f.outgoing.reply {
-                        Reply::Conn(conn) => {
-                            conn.send_frame(&f.error.frame(f.outgoing.client_msg_id.clone()));
-                        }
-                        Reply::Rest(tx) => {
-                            let _ = tx.send(Err(f.error));
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    fn deliver(&mut self, chat: &Chat) {
-        if !self.has_deliveries() && self.new == 0 {
-            return;
-        }
-        let started = std::time::Instant::now();
-        let mut delivered = 0u64;
-        let rooms: Vec<(Arc<Room>, RoomBatch)> =
-            self.rooms.drain(..).map(|(room, frames)| (room, RoomBatch::new(frames))).collect();
-        {
-            let hub = chat.hub_read();
-            for (room, batch) in &rooms {
-                let members = room.member_ids();
-                delivered += hub.deliver_to_users(members.iter(), room.id, batch) * batch.len() as u64;
-            }
-            for (recipients, room_id, seq, frame) in self.proximity.drain(..) {
-                let batch = RoomBatch::new(vec![(seq, frame)]);
-                delivered += hub.deliver_to_users(recipients.iter(), room_id, &batch);
-            }
-        }
-        chat.inner.delivered.fetch_add(delivered, Ordering::Relaxed);
-        chat.inner.stored.fetch_add(std::mem::take(&mut self.new), Ordering::Relaxed);
-        metrics::counter!("landworld_chat_deliveries_total").increment(delivered);
-        metrics::histogram!("landworld_chat_delivery_round_seconds").record(started.elapsed().as_secs_f64());
-    }
 }
 
 /// Typing expiry, the messages/s gauge and the retention purge.

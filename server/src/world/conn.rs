@@ -42,6 +42,9 @@ pub type OutFrame = Utf8Bytes;
 pub enum Out {
     One(OutFrame),
     Many(Arc<[OutFrame]>),
+    /// The frames of a shared batch from an index on: the part of a room's batch a connection
+    /// does not have yet (it got the first ones in an earlier round).
+    Tail(Arc<[OutFrame]>, usize),
     /// Bytes already framed for the wire: the rest of a direct write the socket took only part
     /// of, or a control frame (a pong, a close reply) written by the WebSocket protocol layer.
     Raw(Bytes),
@@ -53,6 +56,7 @@ impl Out {
         match self {
             Out::One(f) => std::slice::from_ref(f),
             Out::Many(v) => v,
+            Out::Tail(v, from) => v.get(*from..).unwrap_or_default(),
             Out::Raw(_) => &[],
         }
     }
@@ -319,10 +323,17 @@ impl ConnHandle {
 
     /// Several frames as one item (see [`Out::Many`]), written like [`Self::send_now`].
     pub fn send_many_now(&self, frames: &Arc<[OutFrame]>) -> bool {
-        match frames.len() {
+        self.send_tail_now(frames, 0)
+    }
+
+    /// The frames of a shared batch from index `from` on, as one item (see [`Out::Tail`]),
+    /// written like [`Self::send_now`].
+    pub fn send_tail_now(&self, frames: &Arc<[OutFrame]>, from: usize) -> bool {
+        match frames.len().saturating_sub(from) {
             0 => true,
-            1 => self.send_now(&frames[0]),
-            _ => self.push(Out::Many(frames.clone()), true),
+            1 => self.send_now(&frames[frames.len() - 1]),
+            _ if from == 0 => self.push(Out::Many(frames.clone()), true),
+            _ => self.push(Out::Tail(frames.clone(), from), true),
         }
     }
 
@@ -616,6 +627,24 @@ mod tests {
         let on_wire = socket.frames();
         assert_eq!(on_wire[..4], ["a", "0", "1", "2"]);
         assert_eq!(on_wire[4].len(), 70_000, "a 64-bit length header");
+    }
+
+    #[test]
+    fn a_batch_tail_goes_out_alone_whether_written_directly_or_queued() {
+        let (handle, mut rx, socket) = attached();
+        let batch = frames(5);
+        assert!(handle.send_tail_now(&batch, 2));
+        assert!(handle.send_tail_now(&batch, 5), "an empty tail sends nothing");
+        assert!(rx.try_recv().is_err(), "nothing was queued");
+        assert_eq!(socket.frames(), ["2", "3", "4"]);
+        // A full socket: the tail is queued as one item, sharing the batch.
+        socket.limit(Some(0));
+        assert!(handle.send_tail_now(&batch, 3));
+        let Ok(item) = rx.try_recv() else { panic!("the tail was queued") };
+        assert!(matches!(&item, Out::Tail(shared, 3) if Arc::ptr_eq(shared, &batch)));
+        assert_eq!(item.count(), 2);
+        write_item(&socket, &item);
+        assert_eq!(socket.frames(), ["2", "3", "4", "3", "4"]);
     }
 
     #[test]

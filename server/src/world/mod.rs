@@ -215,21 +215,14 @@ pub fn spawn_world(
     Ok((handle, thread))
 }
 
-/// Nice value asked for the world thread.
-const WORLD_NICE: i32 = -10;
-
 /// The tick is the server's one thread with a deadline (every 1/tick-hz seconds): ask the kernel
 /// to favour it over the async workers and anything else on the machine, so that a busy machine
-/// delays WebSocket writes rather than ticks. Needs `CAP_SYS_NICE` (root); without it the thread
-/// keeps the default priority, which is logged.
+/// delays WebSocket writes rather than ticks (see [`crate::sched`]). Without `CAP_SYS_NICE`
+/// (root) the thread keeps its priority, which is logged.
 fn raise_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        let tid = rustix::thread::gettid();
-        match rustix::process::setpriority_process(Some(tid), WORLD_NICE) {
-            Ok(()) => tracing::debug!(nice = WORLD_NICE, "world thread priority raised"),
-            Err(e) => tracing::info!(error = %e, "the world thread keeps the default priority"),
-        }
+    match crate::sched::set_current_thread_nice(crate::sched::WORLD_NICE) {
+        Ok(()) => tracing::debug!(nice = crate::sched::WORLD_NICE, "world thread priority raised"),
+        Err(e) => tracing::info!(error = %e, "the world thread keeps its priority"),
     }
 }
 
