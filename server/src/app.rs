@@ -285,7 +285,8 @@ impl Application {
         let key_store = chat.key_store().clone();
         drop(chat);
         chat_tasks.writer.abort();
-        // The fan-out's thread ends with `chat_stop` (or once nothing holds the chat service).
+        // The fan-out's ack task ends with `chat_stop` (acking what is queued), its delivery
+        // thread after it.
         if tokio::time::timeout(Duration::from_secs(5), chat_tasks.fanout).await.is_err() {
             tracing::warn!("the fan-out did not stop in time");
         }

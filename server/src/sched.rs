@@ -7,7 +7,7 @@
 //!   writer and the database's threads — the short steps a message's ack, and so its delivery,
 //!   wait on. The binary sets it on its main thread before the async runtime starts, so every
 //!   thread started afterwards inherits it.
-//! - [`FANOUT_NICE`] for the chat fan-out's thread: writing a delivery round to a thousand
+//! - [`FANOUT_NICE`] for the chat fan-out's delivery thread (acks are sent elsewhere): writing a delivery round to a thousand
 //!   sockets is the bulk of the server's CPU time under chat load, and it can wait a little
 //!   for the steps above (it then also finds more messages to write at once). Without this,
 //!   a round and a commit compete as equals, and every message's commit waits for CPU behind
@@ -18,9 +18,9 @@
 
 /// The world thread.
 pub const WORLD_NICE: i32 = -10;
-/// Everything else of the server but the fan-out.
+/// Everything else of the server but the chat delivery thread.
 pub const SERVER_NICE: i32 = -5;
-/// The chat fan-out's thread.
+/// The chat fan-out's delivery thread.
 pub const FANOUT_NICE: i32 = 10;
 
 /// Sets the calling thread's nice value (threads it starts afterwards inherit it).
