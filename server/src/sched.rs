@@ -37,21 +37,15 @@ pub fn set_current_thread_nice(nice: i32) -> std::io::Result<()> {
     }
 }
 
-/// The calling thread's nice value (None where it cannot be read).
-pub fn current_thread_nice() -> Option<i32> {
-    #[cfg(target_os = "linux")]
-    {
-        rustix::process::getpriority_process(Some(rustix::thread::gettid())).ok()
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        None
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The calling thread's nice value.
+    #[cfg(target_os = "linux")]
+    fn current_thread_nice() -> Option<i32> {
+        rustix::process::getpriority_process(Some(rustix::thread::gettid())).ok()
+    }
 
     #[cfg(target_os = "linux")]
     #[test]

@@ -275,12 +275,10 @@ impl Round {
     }
 
     /// Whether a delivery can join the sweep of `room` mid-round: a batch whose messages are
-    /// all for that room.
+    /// all for that room (a round sweeps only rooms, never the proximity room).
     fn joins_sweep(delivery: &Delivery, room: &Room) -> bool {
         match delivery {
-            Delivery::Batch(messages, _) => {
-                room.kind != RoomKind::Proximity && messages.iter().all(|m| m.room.id == room.id)
-            }
+            Delivery::Batch(messages, _) => messages.iter().all(|m| m.room.id == room.id),
             Delivery::Broadcast { .. } => false,
         }
     }
@@ -355,7 +353,7 @@ mod tests {
     use crate::chat::writer::Failed;
     use crate::chat::{ChatError, ChatSettings, Committed, Keyring};
     use crate::store::Db;
-    use crate::world::conn::{ConnHandle, DirectWrite, OutQueue};
+    use crate::world::conn::{ConnHandle, DirectWrite, OutQueue, decode_frames};
 
     /// A socket that records what each write carried, and on its first write queues a delivery
     /// for the round, as if it committed while the round was being written.
@@ -377,25 +375,20 @@ mod tests {
         }
     }
 
-    /// The payloads of the server frames in `wire`.
-    fn payloads(mut wire: &[u8]) -> Vec<serde_json::Value> {
-        let mut out = Vec::new();
-        while wire.len() >= 2 {
-            let (len, at) = match wire[1] {
-                126 => (usize::from(u16::from_be_bytes([wire[2], wire[3]])), 4),
-                n => (usize::from(n), 2),
-            };
-            out.push(serde_json::from_slice(&wire[at..at + len]).expect("a JSON frame"));
-            wire = &wire[at + len..];
-        }
-        out
-    }
-
     impl Recorder {
         /// The `seq` of each message frame, per write.
         fn seqs_per_write(&self) -> Vec<Vec<i64>> {
             let writes = self.writes.lock().expect("lock");
-            writes.iter().map(|w| payloads(w).iter().filter_map(|f| f["seq"].as_i64()).collect()).collect()
+            writes
+                .iter()
+                .map(|w| {
+                    decode_frames(w)
+                        .iter()
+                        .map(|f| serde_json::from_str::<serde_json::Value>(f).expect("a JSON frame"))
+                        .filter_map(|f| f["seq"].as_i64())
+                        .collect()
+                })
+                .collect()
         }
     }
 
@@ -469,10 +462,15 @@ mod tests {
         (Stored { committed, outgoing, deliver: true }, rx)
     }
 
+    /// One committed message of `room` with `seq`, serialized.
+    fn messages(room: &Arc<Room>, seq: i64) -> Vec<Message> {
+        let frame = OutFrame::from(format!(r#"{{"type":"message","seq":{seq}}}"#));
+        vec![Message { room: room.clone(), seq, frame, recipients: Vec::new() }]
+    }
+
     /// The delivery of one committed message of `room` with `seq`.
     fn delivery(room: &Arc<Room>, seq: i64) -> Delivery {
-        let frame = OutFrame::from(format!(r#"{{"type":"message","seq":{seq}}}"#));
-        Delivery::Batch(vec![Message { room: room.clone(), seq, frame, recipients: Vec::new() }], Instant::now())
+        Delivery::Batch(messages(room, seq), Instant::now())
     }
 
     /// A message that commits while a round writes to the room's members joins the round for
@@ -484,8 +482,7 @@ mod tests {
         let s = setup(48).await?;
         let (tx, mut rx) = mpsc::channel(16);
         let mut round = Round::default();
-        let Delivery::Batch(first, _) = delivery(&s.room, 1) else { unreachable!() };
-        round.add(first);
+        round.add(messages(&s.room, 1));
         // It commits while the round writes to the 21st member; the round looks for new
         // messages after every 16th member, so members 32.. are written to after it came.
         *s.sockets[20].inject.lock().expect("lock") = Some((tx.clone(), delivery(&s.room, 2)));
@@ -514,8 +511,7 @@ mod tests {
         let s = setup(40).await?;
         let (tx, mut rx) = mpsc::channel(16);
         let mut round = Round::default();
-        let Delivery::Batch(first, _) = delivery(&s.room, 1) else { unreachable!() };
-        round.add(first);
+        round.add(messages(&s.room, 1));
         let broadcast = Delivery::Broadcast { users: Vec::new(), frame: OutFrame::from("{}") };
         *s.sockets[3].inject.lock().expect("lock") = Some((tx.clone(), broadcast));
         *s.sockets[5].inject.lock().expect("lock") = Some((tx.clone(), delivery(&s.room, 2)));
@@ -530,8 +526,7 @@ mod tests {
 
         // Another room's message is not taken into this room's round either.
         let other = Arc::new(Room::new(Uuid::new_v4(), RoomKind::Group, "o".into(), None, None, 0, []));
-        let Delivery::Batch(third, _) = delivery(&s.room, 3) else { unreachable!() };
-        round.add(third);
+        round.add(messages(&s.room, 3));
         *s.sockets[0].inject.lock().expect("lock") = Some((tx.clone(), delivery(&other, 1)));
         let mut stash = None;
         round.deliver(&s.chat, Some(Absorb { rx: &mut rx, stash: &mut stash }));

@@ -532,6 +532,27 @@ pub fn encode(frame: &ServerFrame) -> OutFrame {
 }
 
 #[cfg(test)]
+/// Server frames (unmasked) back into their payloads; close frames as `close:<code>` (tests).
+pub(crate) fn decode_frames(mut wire: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    while wire.len() >= 2 {
+        let opcode = wire[0] & 0x0f;
+        let (len, at) = match wire[1] {
+            126 => (usize::from(u16::from_be_bytes([wire[2], wire[3]])), 4),
+            127 => (u64::from_be_bytes(wire[2..10].try_into().expect("8 bytes")) as usize, 10),
+            n => (usize::from(n), 2),
+        };
+        let payload = &wire[at..at + len];
+        out.push(match opcode {
+            0x8 => format!("close:{}", u16::from_be_bytes([payload[0], payload[1]])),
+            _ => String::from_utf8(payload.to_vec()).expect("utf-8"),
+        });
+        wire = &wire[at + len..];
+    }
+    out
+}
+
+#[cfg(test)]
 mod tests {
     use std::time::Duration;
 
@@ -555,7 +576,7 @@ mod tests {
 
         /// The text frames on the wire so far.
         fn frames(&self) -> Vec<String> {
-            decode(&self.wire.lock().expect("lock"))
+            decode_frames(&self.wire.lock().expect("lock"))
         }
     }
 
@@ -580,26 +601,6 @@ mod tests {
             }
             Ok(n)
         }
-    }
-
-    /// Server frames (unmasked) back into their payloads; close frames as `close:<code>`.
-    fn decode(mut wire: &[u8]) -> Vec<String> {
-        let mut out = Vec::new();
-        while wire.len() >= 2 {
-            let opcode = wire[0] & 0x0f;
-            let (len, at) = match wire[1] {
-                126 => (usize::from(u16::from_be_bytes([wire[2], wire[3]])), 4),
-                127 => (u64::from_be_bytes(wire[2..10].try_into().expect("8 bytes")) as usize, 10),
-                n => (usize::from(n), 2),
-            };
-            let payload = &wire[at..at + len];
-            out.push(match opcode {
-                0x8 => format!("close:{}", u16::from_be_bytes([payload[0], payload[1]])),
-                _ => String::from_utf8(payload.to_vec()).expect("utf-8"),
-            });
-            wire = &wire[at + len..];
-        }
-        out
     }
 
     /// What the connection's writer task does with a queue item.
