@@ -409,25 +409,10 @@ async fn merge_sorted(store: &KeyStore, epoch: &Epoch, order: &[u32]) -> StoreRe
 mod tests {
     use super::*;
     use crate::store::chat::NewMessage;
-    use crate::store::users::UserRow;
 
     /// A database with one user and one group session.
     async fn setup(dir: &std::path::Path) -> anyhow::Result<(Db, Uuid, Uuid)> {
-        let db = Db::connect(&format!("sqlite://{}", dir.join("k.db").display())).await?;
-        db.migrate().await?;
-        let user = Uuid::new_v4();
-        db.insert_user(&UserRow {
-            id: user,
-            username: "keys".into(),
-            display_name: None,
-            password_hash: "$argon2id$unused".into(),
-            role: "user".into(),
-            created_at: 0,
-            last_seen: None,
-        })
-        .await?;
-        let room = db.create_group("g", user, &[user], 0).await?.id;
-        Ok((db, user, room))
+        crate::store::test_db_with_group(dir, "k.db").await
     }
 
     /// Stores messages `from..to` with keys `k{n}` (seq n+1), as the writer would.

@@ -207,7 +207,8 @@ impl Chat {
                 rate: AtomicU64::new(0),
             }),
         };
-        let writer = tokio::spawn(writer::run(db.clone(), keys, index, commit_window, rx, fan_tx));
+        let sink = crate::store::message_writer::MessageWriter::open(&db)?;
+        let writer = tokio::spawn(writer::run(db.clone(), sink, keys, index, commit_window, rx, fan_tx));
         let fanout = fanout::spawn(&chat, fan_rx, stop.clone());
         let upkeep = tokio::spawn(upkeep_loop(chat.clone(), retention_days, retention_every, stop));
         Ok((chat, ChatTasks { writer, fanout, upkeep }))

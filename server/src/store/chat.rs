@@ -1,7 +1,8 @@
 //! Chat storage: sessions (land, private, group, proximity), members, read markers, and messages
 //! stored as ciphertext only (see [`crate::chat::crypto`]).
 //!
-//! Messages are written by the chat writer in batches ([`Db::insert_message_batch`]): one
+//! Messages are written by the chat writer in batches (on SQLite through its own connection,
+//! [`super::message_writer`]; on PostgreSQL [`Db::insert_message_batch`]): one
 //! transaction holds the rows of many senders, the proximity recipients, and each touched
 //! session's new `last_seq`, so a crash leaves either all of a batch or none of it.
 

@@ -10,6 +10,7 @@
 pub mod chat;
 pub mod keys;
 pub mod lands;
+pub mod message_writer;
 pub mod positions;
 pub mod users;
 
@@ -44,6 +45,8 @@ pub enum StoreError {
     UnsupportedUrl(String),
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("file error: {0}")]
@@ -95,7 +98,7 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// (1,000 pages): that commit then copies the log into the database file and fsyncs it, and every
 /// message waiting on it waits too — the long tail of the write path's ack latency. Here
 /// automatic checkpoints are off. While messages flow, the chat writer checkpoints between its
-/// own commits ([`Db::checkpoint`]), so a checkpoint's fsync of the database file never runs
+/// own commits ([`message_writer::MessageWriter::checkpoint`]), so a checkpoint's fsync of the database file never runs
 /// while a commit's fsync of the log waits on the same disk. This task is the fallback for
 /// everything else that writes (and for a quiet writer): a `PASSIVE` checkpoint every
 /// [`CHECKPOINT_EVERY`] on a pooled connection; it never blocks writers, and finds little to do
@@ -159,15 +162,6 @@ impl Db {
         Ok(())
     }
 
-    /// SQLite: copies the write-ahead log into the database file (`PASSIVE`: never waits for
-    /// readers or writers; what it cannot copy yet stays for the next one). PostgreSQL: nothing.
-    pub async fn checkpoint(&self) -> StoreResult<()> {
-        if let Db::Sqlite(p) = self {
-            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(p).await?;
-        }
-        Ok(())
-    }
-
     pub fn backend(&self) -> &'static str {
         match self {
             Db::Sqlite(_) => "sqlite",
@@ -178,6 +172,30 @@ impl Db {
     pub async fn close(&self) {
         on_pool!(self, |p| p.close().await)
     }
+}
+
+/// Tests: a migrated SQLite database `file` in `dir` with one user and one group session
+/// holding them; returns the database, the user and the session.
+#[cfg(test)]
+pub(crate) async fn test_db_with_group(
+    dir: &std::path::Path,
+    file: &str,
+) -> anyhow::Result<(Db, uuid::Uuid, uuid::Uuid)> {
+    let db = Db::connect(&format!("sqlite://{}", dir.join(file).display())).await?;
+    db.migrate().await?;
+    let user = uuid::Uuid::new_v4();
+    db.insert_user(&users::UserRow {
+        id: user,
+        username: "tester".into(),
+        display_name: None,
+        password_hash: "$argon2id$unused".into(),
+        role: "user".into(),
+        created_at: 0,
+        last_seen: None,
+    })
+    .await?;
+    let room = db.create_group("g", user, &[user], 0).await?.id;
+    Ok((db, user, room))
 }
 
 /// A database URL without its password, for logs and errors.
