@@ -35,12 +35,16 @@ use crate::world::conn::ConnHandle;
 
 /// Messages per transaction at most.
 const MAX_BATCH: usize = 4096;
-/// How often the writer checkpoints the SQLite log while it writes. A checkpoint holds the
+/// The writer checkpoints the SQLite log once it has written this many messages since the last
+/// checkpoint, or [`CHECKPOINT_EVERY`] after the last one if fewer. A checkpoint holds the
 /// writer's slot while it copies the pages written since the last one and flushes the database
-/// file: every 10 ms at 50,000 messages/s that is ~1–2 ms, where every 50 ms it was ~5 ms, a
-/// stall every message arriving meanwhile waits out (docs/performance.md, "The writer's own
-/// SQLite connection").
-pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(10);
+/// file, a stall every message arriving meanwhile waits out: at 50,000 messages/s, every 10 ms
+/// (500 messages) that is ~1–2 ms where every 50 ms it was ~5 ms (docs/performance.md, "The
+/// writer's own SQLite connection"). At low rates the time bound keeps checkpoints (each one an
+/// extra `fsync`) rare.
+pub const CHECKPOINT_MESSAGES: usize = 500;
+/// At most this long between a write and the next checkpoint.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
 
 /// Where the outcome of a send goes.
 #[derive(Debug)]
@@ -106,15 +110,19 @@ pub enum WriterMsg {
     MergeKeys(oneshot::Sender<()>),
 }
 
-/// When the SQLite log was last checkpointed, and whether anything was written since.
+/// When the SQLite log was last checkpointed, and how many messages were written since.
 struct Checkpoints {
     last: tokio::time::Instant,
-    dirty: bool,
+    written: usize,
 }
 
 impl Checkpoints {
     fn due(&self) -> Option<tokio::time::Instant> {
-        self.dirty.then_some(self.last + CHECKPOINT_EVERY)
+        match self.written {
+            0 => None,
+            n if n >= CHECKPOINT_MESSAGES => Some(self.last),
+            _ => Some(self.last + CHECKPOINT_EVERY),
+        }
     }
 
     async fn run_if_due(&mut self, sink: &MessageWriter) {
@@ -123,7 +131,7 @@ impl Checkpoints {
                 tracing::warn!(error = %e, "WAL checkpoint failed; retrying later");
             }
             self.last = tokio::time::Instant::now();
-            self.dirty = false;
+            self.written = 0;
         }
     }
 }
@@ -142,7 +150,7 @@ pub async fn run(
 ) {
     let mut seqs: HashMap<Uuid, i64> = HashMap::new();
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut checkpoints = Checkpoints { last: tokio::time::Instant::now(), dirty: false };
+    let mut checkpoints = Checkpoints { last: tokio::time::Instant::now(), written: 0 };
     loop {
         index.poll(false);
         // With nothing to write, come back for the key merge and the checkpoint when due.
@@ -188,8 +196,8 @@ pub async fn run(
             }
         }
         if !batch.is_empty() {
+            checkpoints.written += batch.len();
             let out = write_batch(&db, &sink, &keys, &mut index, &mut seqs, std::mem::take(&mut batch)).await;
-            checkpoints.dirty = true;
             for msg in out {
                 if fanout.send(msg).await.is_err() {
                     return;
@@ -366,4 +374,22 @@ async fn lookup(
 
 fn fail_all(batch: Vec<Outgoing>) -> Vec<Failed> {
     batch.into_iter().map(|outgoing| Failed { outgoing, error: ChatError::Unavailable }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Nothing written: no checkpoint. A few messages: one within `CHECKPOINT_EVERY`. A full
+    /// `CHECKPOINT_MESSAGES`: one at once, however recent the last.
+    #[test]
+    fn checkpoints_follow_the_messages_written_with_a_time_bound() {
+        let last = tokio::time::Instant::now();
+        let due = |written| Checkpoints { last, written }.due();
+        assert_eq!(due(0), None);
+        assert_eq!(due(1), Some(last + CHECKPOINT_EVERY));
+        assert_eq!(due(CHECKPOINT_MESSAGES - 1), Some(last + CHECKPOINT_EVERY));
+        assert_eq!(due(CHECKPOINT_MESSAGES), Some(last));
+        assert_eq!(due(10 * CHECKPOINT_MESSAGES), Some(last));
+    }
 }
