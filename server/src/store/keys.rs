@@ -11,7 +11,6 @@
 
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::time::Duration;
 
 use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -141,7 +140,7 @@ impl KeyStore {
                     .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Off)
-                    .busy_timeout(Duration::from_secs(10));
+                    .busy_timeout(super::SQLITE_BUSY_TIMEOUT);
                 let pool = SqlitePoolOptions::new().max_connections(2).min_connections(1).connect_with(opts).await?;
                 SQLITE_KEY_MIGRATIONS.run(&pool).await?;
                 Ok(Self(Db::Sqlite(pool)))

@@ -18,7 +18,6 @@
 
 use std::path::Path;
 use std::sync::mpsc as std_mpsc;
-use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, params};
 use tokio::sync::oneshot;
@@ -26,9 +25,6 @@ use uuid::Uuid;
 
 use super::chat::NewMessage;
 use super::{Db, StoreError, StoreResult};
-
-/// How long a commit waits for another connection's write lock before it fails.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where the chat writer's batches go.
 #[derive(Debug)]
@@ -162,7 +158,7 @@ fn connect(path: &Path) -> StoreResult<Connection> {
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
     )?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.busy_timeout(super::SQLITE_BUSY_TIMEOUT)?;
     // The pool created the file in WAL mode; asking again is a no-op that says so.
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {

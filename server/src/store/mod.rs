@@ -89,6 +89,10 @@ pub enum Db {
     Postgres(PgPool),
 }
 
+/// How long an SQLite connection (the pool's, the key store's, the chat writer's own) waits for
+/// another connection's write lock before its statement fails.
+pub(crate) const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How often the background checkpoint runs.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
@@ -127,7 +131,7 @@ impl Db {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Full)
                 .foreign_keys(true)
-                .busy_timeout(Duration::from_secs(10))
+                .busy_timeout(SQLITE_BUSY_TIMEOUT)
                 // No checkpoint inside a committing transaction (see `checkpoints`).
                 .pragma("wal_autocheckpoint", "0");
             let pool = SqlitePoolOptions::new().max_connections(8).min_connections(1).connect_with(opts).await?;
