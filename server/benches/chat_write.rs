@@ -5,7 +5,8 @@
 //! send→ack latency distribution.
 //!
 //! Latencies are reported twice: over every message, and over the messages sent after the first
-//! `--warmup-secs` (default 1; the database file, the log and the caches start empty).
+//! `--warmup-secs` (default 1; the database file, the log and the caches start empty), and with
+//! `--per-second`, for the messages sent in each second of the run.
 //!
 //! `cargo bench -p landworld-server --bench chat_write -- --rate 50000 --secs 10 [--database-url postgres://…]`
 //! Under `cargo test --all-targets` (no `--bench` argument) it runs a short smoke pass.
@@ -109,7 +110,8 @@ async fn run(
             let mut latencies = Vec::new();
             while let Some((at, rx)) = ack_rx.recv().await {
                 if let Ok(Ok(_)) = rx.await {
-                    latencies.push((at.duration_since(started) >= warmup, at.elapsed()));
+                    let since_start = at.duration_since(started);
+                    latencies.push((since_start >= warmup, since_start.as_secs(), at.elapsed()));
                 }
             }
             latencies
@@ -149,8 +151,8 @@ async fn run(
         all.extend(h.await??);
     }
     let elapsed = started.elapsed();
-    let mut latencies: Vec<Duration> = all.iter().map(|(_, l)| *l).collect();
-    let mut steady: Vec<Duration> = all.iter().filter(|(after, _)| *after).map(|(_, l)| *l).collect();
+    let mut latencies: Vec<Duration> = all.iter().map(|(_, _, l)| *l).collect();
+    let mut steady: Vec<Duration> = all.iter().filter(|(after, _, _)| *after).map(|(_, _, l)| *l).collect();
     latencies.sort_unstable();
     steady.sort_unstable();
     let acked = latencies.len() as u64;
@@ -171,6 +173,21 @@ async fn run(
         percentile(&steady, 0.99).as_secs_f64() * 1e3,
         steady.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
     );
+    if std::env::args().any(|a| a == "--per-second") {
+        let seconds = all.iter().map(|(_, s, _)| *s).max().unwrap_or(0);
+        for second in 0..=seconds {
+            let mut sent_then: Vec<Duration> =
+                all.iter().filter(|(_, s, _)| *s == second).map(|(_, _, l)| *l).collect();
+            sent_then.sort_unstable();
+            println!(
+                "  sent in second {second}: {} acks, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                sent_then.len(),
+                percentile(&sent_then, 0.5).as_secs_f64() * 1e3,
+                percentile(&sent_then, 0.99).as_secs_f64() * 1e3,
+                sent_then.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+            );
+        }
+    }
     let stored = db.history(group.id, None, landworld_server::store::chat::Page::latest(1)).await?.0;
     anyhow::ensure!(acked == sent, "{} messages were not acked", sent - acked);
     anyhow::ensure!(stored.first().map(|m| m.seq) == Some(sent as i64), "last seq is not {sent}");

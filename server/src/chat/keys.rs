@@ -433,7 +433,10 @@ mod tests {
                 recipients: Vec::new(),
             })
             .collect();
-        db.insert_message_batch(&rows, &[(room, range.end)]).await?;
+        // The chat writer's own path (on SQLite its own connection), as in production.
+        let writer = crate::store::message_writer::MessageWriter::open(db)?;
+        writer.insert(rows.clone(), vec![(room, range.end)]).await?;
+        drop(writer);
         Ok(rows
             .iter()
             .map(|r| Committed {

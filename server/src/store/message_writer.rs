@@ -12,7 +12,8 @@
 //! The connection has the pool's settings: WAL, `synchronous=FULL` (a commit survives power
 //! loss), foreign keys on, automatic checkpoints off (the writer checkpoints between its own
 //! commits through [`MessageWriter::checkpoint`]), and a busy timeout for the moments another
-//! connection (a read receipt, a new group) holds SQLite's single write lock.
+//! connection (a read receipt, a new group) holds SQLite's single write lock. A job that panics
+//! fails alone: its transaction rolls back and the next job reopens the connection.
 //!
 //! On PostgreSQL the batch goes through the pool ([`Db::insert_message_batch`]).
 
@@ -63,8 +64,14 @@ impl MessageWriter {
 }
 
 enum Job {
-    Insert { messages: Vec<NewMessage>, last_seqs: Vec<(Uuid, i64)> },
+    Insert {
+        messages: Vec<NewMessage>,
+        last_seqs: Vec<(Uuid, i64)>,
+    },
     Checkpoint,
+    /// Tests: a job that panics half-way through a transaction.
+    #[cfg(test)]
+    PanicInTransaction,
 }
 
 type Request = (Job, oneshot::Sender<StoreResult<()>>);
@@ -79,19 +86,12 @@ pub struct SqliteWriter {
 
 impl SqliteWriter {
     fn open(path: &Path) -> StoreResult<Self> {
-        let mut conn = connect(path)?;
+        let conn = connect(path)?;
+        let path = path.to_path_buf();
         let (jobs, rx) = std_mpsc::channel::<Request>();
         let thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || {
-                while let Ok((job, done)) = rx.recv() {
-                    let result = match job {
-                        Job::Insert { messages, last_seqs } => insert(&mut conn, &messages, &last_seqs),
-                        Job::Checkpoint => conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)").map_err(Into::into),
-                    };
-                    let _ = done.send(result);
-                }
-            })
+            .spawn(move || serve(&path, conn, &rx))
             .map_err(StoreError::Io)?;
         Ok(Self { jobs: Some(jobs), thread: Some(thread) })
     }
@@ -109,6 +109,49 @@ impl Drop for SqliteWriter {
         self.jobs = None;
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+    }
+}
+
+/// The writer thread: runs jobs until every handle is gone. A job that panics (a bug, in
+/// rusqlite or here) fails alone: its transaction rolls back as the panic unwinds, the
+/// connection is closed, and the next job reopens it, so one bad batch never leaves every later
+/// message failing until a restart. While the file cannot be reopened, each job fails with that
+/// error and the next one tries again.
+fn serve(path: &Path, conn: Connection, jobs: &std_mpsc::Receiver<Request>) {
+    let mut conn = Some(conn);
+    while let Ok((job, done)) = jobs.recv() {
+        if conn.is_none() {
+            match connect(path) {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    let _ = done.send(Err(e));
+                    continue;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(c, job))) {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::error!("an SQLite job of the chat writer panicked; its transaction rolled back, reopening");
+                conn = None;
+                Err(StoreError::Io(std::io::Error::other("the chat writer's SQLite job panicked")))
+            }
+        };
+        let _ = done.send(result);
+    }
+}
+
+fn run(conn: &mut Connection, job: Job) -> StoreResult<()> {
+    match job {
+        Job::Insert { messages, last_seqs } => insert(conn, &messages, &last_seqs),
+        Job::Checkpoint => conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)").map_err(Into::into),
+        #[cfg(test)]
+        Job::PanicInTransaction => {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute("UPDATE chat_sessions SET last_seq = last_seq + 1000", [])?;
+            panic!("a job panicking inside its transaction");
         }
     }
 }
@@ -241,6 +284,31 @@ mod tests {
         let seqs: Vec<i64> = db.history(room, None, Page::latest(10)).await?.0.iter().map(|r| r.seq).collect();
         assert_eq!(seqs, [1, 2]);
         assert_eq!(db.last_seq(room).await?, 2);
+        drop(writer);
+        db.close().await;
+        Ok(())
+    }
+
+    /// A job that panics inside its transaction fails alone: what it wrote is rolled back, and
+    /// the thread reopens its connection and goes on with the next batch.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_that_panics_fails_alone_and_the_writer_goes_on() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let (db, user, room) = setup(dir.path()).await?;
+        let writer = MessageWriter::open(&db)?;
+        writer.insert(vec![message(room, user, 1)], vec![(room, 1)]).await?;
+        let MessageWriter::Sqlite(w) = &writer else { anyhow::bail!("sqlite expected") };
+        let err = w.call(Job::PanicInTransaction).await;
+        assert!(matches!(&err, Err(StoreError::Io(e)) if e.to_string().contains("panicked")), "{err:?}");
+        assert_eq!(db.last_seq(room).await?, 1, "the panicking job's update was rolled back");
+
+        for seq in 2..=3 {
+            writer.insert(vec![message(room, user, seq)], vec![(room, seq)]).await?;
+        }
+        writer.checkpoint().await?;
+        let seqs: Vec<i64> = db.history(room, None, Page::latest(10)).await?.0.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [1, 2, 3]);
+        assert_eq!(db.last_seq(room).await?, 3);
         drop(writer);
         db.close().await;
         Ok(())
