@@ -121,21 +121,25 @@ impl Drop for SqliteWriter {
 fn serve(path: &Path, conn: Connection, jobs: &std_mpsc::Receiver<Request>) {
     let mut conn = Some(conn);
     while let Ok((job, done)) = jobs.recv() {
-        if conn.is_none() {
-            match connect(path) {
-                Ok(c) => conn = Some(c),
-                Err(e) => {
-                    let _ = done.send(Err(e));
-                    continue;
-                }
+        let opened = match conn.take() {
+            Some(c) => Ok(c),
+            None => connect(path),
+        };
+        let mut c = match opened {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = done.send(Err(e));
+                continue;
             }
-        }
-        let Some(c) = conn.as_mut() else { continue };
-        let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(c, job))) {
-            Ok(result) => result,
+        };
+        let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&mut c, job))) {
+            Ok(result) => {
+                conn = Some(c);
+                result
+            }
+            // `c` is not put back: it closes at the end of this turn, and the next job opens a new one.
             Err(_) => {
                 tracing::error!("an SQLite job of the chat writer panicked; its transaction rolled back, reopening");
-                conn = None;
                 Err(StoreError::Io(std::io::Error::other("the chat writer's SQLite job panicked")))
             }
         };
@@ -220,6 +224,11 @@ mod tests {
         crate::store::test_db_with_group(dir, "w.db").await
     }
 
+    /// The seqs of the room's stored messages, oldest first.
+    async fn stored_seqs(db: &Db, room: Uuid) -> anyhow::Result<Vec<i64>> {
+        Ok(db.history(room, None, Page::latest(10)).await?.0.iter().map(|r| r.seq).collect())
+    }
+
     fn message(room: Uuid, user: Uuid, seq: i64) -> NewMessage {
         NewMessage {
             id: Uuid::now_v7(),
@@ -277,12 +286,11 @@ mod tests {
         batch[2].session_id = Uuid::new_v4();
         let err = writer.insert(batch, vec![(room, 3)]).await;
         assert!(matches!(err, Err(StoreError::Sqlite(_))), "{err:?}");
-        assert!(db.history(room, None, Page::latest(10)).await?.0.is_empty(), "nothing of the batch is stored");
+        assert!(stored_seqs(&db, room).await?.is_empty(), "nothing of the batch is stored");
         assert_eq!(db.last_seq(room).await?, 0);
 
         writer.insert((1..=2).map(|seq| message(room, user, seq)).collect(), vec![(room, 2)]).await?;
-        let seqs: Vec<i64> = db.history(room, None, Page::latest(10)).await?.0.iter().map(|r| r.seq).collect();
-        assert_eq!(seqs, [1, 2]);
+        assert_eq!(stored_seqs(&db, room).await?, [1, 2]);
         assert_eq!(db.last_seq(room).await?, 2);
         drop(writer);
         db.close().await;
@@ -306,8 +314,7 @@ mod tests {
             writer.insert(vec![message(room, user, seq)], vec![(room, seq)]).await?;
         }
         writer.checkpoint().await?;
-        let seqs: Vec<i64> = db.history(room, None, Page::latest(10)).await?.0.iter().map(|r| r.seq).collect();
-        assert_eq!(seqs, [1, 2, 3]);
+        assert_eq!(stored_seqs(&db, room).await?, [1, 2, 3]);
         assert_eq!(db.last_seq(room).await?, 3);
         drop(writer);
         db.close().await;
