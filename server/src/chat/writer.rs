@@ -34,7 +34,7 @@ use crate::store::{Db, now_ms};
 use crate::world::conn::ConnHandle;
 
 /// Messages per transaction at most.
-const MAX_BATCH: usize = 4096;
+pub(crate) const MAX_BATCH: usize = 4096;
 /// The writer checkpoints the SQLite log once it has written this many messages since the last
 /// checkpoint, or [`CHECKPOINT_EVERY`] after the last one if fewer. A checkpoint holds the
 /// writer's slot while it copies the pages written since the last one and flushes the database
