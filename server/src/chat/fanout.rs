@@ -3,8 +3,9 @@
 //! Two stages, in commit order:
 //! - **Acks** ([`ack_loop`], a task on the server's runtime): as soon as a commit batch arrives
 //!   from the writer, each sender gets its `message_ack` (or its REST reply, or its error), and
-//!   every new message is serialized once, for all its recipients. The batch then goes on to
-//!   the delivery thread. An ack never waits for a delivery round.
+//!   the batch goes on to the delivery thread. An ack never waits for a delivery round, nor for
+//!   the serializing of the messages acked before it: each new message is serialized once, for
+//!   all its recipients, on the delivery thread as it takes the batch.
 //! - **Deliveries** ([`delivery_loop`], a thread of its own at a lower priority, see
 //!   [`spawn`]): batches that queued up while a round was written are merged into the next
 //!   round, so each member connection gets one queue item (one wake-up, one socket write) per
@@ -47,6 +48,27 @@ const ABSORB_EVERY: usize = 16;
 /// Batches queued between the ack task and the delivery thread.
 const QUEUE: usize = 1024;
 
+/// A committed message on its way from the ack task to the delivery thread, which serializes
+/// it ([`CommittedMessage::serialize`]): the ack task's time is every later ack's wait.
+#[derive(Debug)]
+struct CommittedMessage {
+    room: Arc<Room>,
+    seq: i64,
+    frame: ServerFrame,
+    recipients: Vec<Uuid>,
+}
+
+impl CommittedMessage {
+    fn serialize(self) -> Message {
+        Message { room: self.room, seq: self.seq, frame: encode(&self.frame), recipients: self.recipients }
+    }
+}
+
+/// The new messages of a commit batch, serialized.
+fn serialize(batch: Vec<CommittedMessage>) -> Vec<Message> {
+    batch.into_iter().map(CommittedMessage::serialize).collect()
+}
+
 /// A committed message, serialized, on its way to its recipients.
 #[derive(Debug)]
 struct Message {
@@ -62,7 +84,7 @@ struct Message {
 enum Delivery {
     /// The new messages of one commit batch, and when it committed (the delivery window
     /// counts from then).
-    Batch(Vec<Message>, Instant),
+    Batch(Vec<CommittedMessage>, Instant),
     /// A frame about earlier messages, for these users' connections.
     Broadcast { users: Vec<Uuid>, frame: OutFrame },
 }
@@ -152,7 +174,7 @@ fn ack(batch: FanOut) -> Option<Delivery> {
                 if !deliver {
                     continue;
                 }
-                let frame = encode(&ServerFrame::Message {
+                let frame = ServerFrame::Message {
                     room_id: c.room_id,
                     message_id: c.message_id,
                     seq: c.seq,
@@ -161,8 +183,8 @@ fn ack(batch: FanOut) -> Option<Delivery> {
                     content,
                     created_at: ms_to_rfc3339(c.created_at),
                     client_msg_id: c.client_msg_id,
-                });
-                messages.push(Message { room, seq: c.seq, frame, recipients });
+                };
+                messages.push(CommittedMessage { room, seq: c.seq, frame, recipients });
             }
             (!messages.is_empty()).then_some(Delivery::Batch(messages, committed_at))
         }
@@ -222,7 +244,7 @@ async fn delivery_loop(service: Weak<Inner>, window: Duration, mut rx: mpsc::Rec
                     chat.hub_read().send_to_users(users.iter(), &frame);
                 }
                 Delivery::Batch(messages, _) => {
-                    round.add(messages);
+                    round.add(serialize(messages));
                     merged += 1;
                 }
             }
@@ -295,6 +317,7 @@ impl Round {
                 break;
             }
             let Delivery::Batch(messages, _) = delivery else { continue };
+            let messages = serialize(messages);
             new.extend(messages.iter().map(|m| (m.seq, m.frame.clone())));
             self.add(messages);
         }
@@ -351,7 +374,7 @@ mod tests {
     use super::*;
     use crate::chat::hub::{ChatConn, UserEntry};
     use crate::chat::writer::Failed;
-    use crate::chat::{ChatError, ChatSettings, Committed, Keyring};
+    use crate::chat::{ChatError, Committed};
     use crate::store::Db;
     use crate::world::conn::{ConnHandle, DirectWrite, OutQueue, decode_frames};
 
@@ -407,18 +430,7 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let db = Db::connect(&format!("sqlite://{}", dir.path().join("f.db").display())).await?;
         db.migrate().await?;
-        let settings =
-            ChatSettings { max_content_bytes: 4096, commit_window: Duration::ZERO, delivery_window: Duration::ZERO };
-        let (chat, _tasks) = Chat::start(
-            db,
-            Keyring::single([3; 32]),
-            settings,
-            &[],
-            None,
-            Duration::from_secs(3600),
-            CancellationToken::new(),
-        )
-        .await?;
+        let chat = crate::chat::test_service(db).await?;
         let members: Vec<Uuid> = (0..n).map(|_| Uuid::new_v4()).collect();
         let room = Arc::new(Room::new(Uuid::new_v4(), RoomKind::Group, "g".into(), None, None, 0, members.clone()));
         let mut by_user = HashMap::new();
@@ -470,7 +482,20 @@ mod tests {
 
     /// The delivery of one committed message of `room` with `seq`.
     fn delivery(room: &Arc<Room>, seq: i64) -> Delivery {
-        Delivery::Batch(messages(room, seq), Instant::now())
+        let frame = ServerFrame::Message {
+            room_id: room.id,
+            message_id: Uuid::now_v7(),
+            seq,
+            sender_id: Uuid::nil(),
+            sender_username: "s".into(),
+            content: format!("message {seq}"),
+            created_at: ms_to_rfc3339(0),
+            client_msg_id: None,
+        };
+        Delivery::Batch(
+            vec![CommittedMessage { room: room.clone(), seq, frame, recipients: Vec::new() }],
+            Instant::now(),
+        )
     }
 
     /// A message that commits while a round writes to the room's members joins the round for
@@ -557,7 +582,7 @@ mod tests {
         assert!(matches!(ack1.await, Ok(Ok(c)) if c.seq == 1));
         assert!(matches!(ack2.await, Ok(Ok(c)) if c.seq == 1), "a retry is acked");
         assert_eq!(messages.len(), 1, "a retry is not delivered again");
-        let frame: serde_json::Value = serde_json::from_str(messages[0].frame.as_str())?;
+        let frame: serde_json::Value = serde_json::from_str(encode(&messages[0].frame).as_str())?;
         assert_eq!((frame["type"].as_str(), frame["seq"].as_i64()), (Some("message"), Some(1)));
         assert!(matches!(deliveries.recv().await, Some(Delivery::Broadcast { .. })));
         assert!(matches!(ack3.await, Ok(Err(ChatError::Unavailable))));

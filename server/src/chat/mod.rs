@@ -838,3 +838,14 @@ async fn upkeep_loop(chat: Chat, retention_days: Option<u32>, retention_every: D
         }
     }
 }
+
+/// Tests: a chat service on `db` with no lands, no commit or delivery window, and a fixed key.
+#[cfg(test)]
+pub(crate) async fn test_service(db: Db) -> anyhow::Result<Chat> {
+    let settings =
+        ChatSettings { max_content_bytes: 4096, commit_window: Duration::ZERO, delivery_window: Duration::ZERO };
+    let stop = CancellationToken::new();
+    let (chat, _tasks) =
+        Chat::start(db, Keyring::single([3; 32]), settings, &[], None, Duration::from_secs(3600), stop).await?;
+    Ok(chat)
+}

@@ -20,6 +20,7 @@
 use std::path::Path;
 use std::sync::mpsc as std_mpsc;
 
+use futures_util::future::BoxFuture;
 use rusqlite::{Connection, OpenFlags, params};
 use tokio::sync::oneshot;
 use uuid::Uuid;
@@ -47,9 +48,30 @@ impl MessageWriter {
     /// Inserts a batch of messages, their proximity recipients and the sessions' new last seqs
     /// in one transaction; returns once it committed (or failed, with nothing of it stored).
     pub async fn insert(&self, messages: Vec<NewMessage>, last_seqs: Vec<(Uuid, i64)>) -> StoreResult<()> {
+        self.start_insert(messages, last_seqs).await
+    }
+
+    /// Starts [`Self::insert`] at once and returns its outcome to wait for: the transaction
+    /// runs whether or not the future is polled (the chat writer prepares the next batch
+    /// meanwhile).
+    pub fn start_insert(
+        &self,
+        messages: Vec<NewMessage>,
+        last_seqs: Vec<(Uuid, i64)>,
+    ) -> BoxFuture<'static, StoreResult<()>> {
         match self {
-            Self::Sqlite(w) => w.call(Job::Insert { messages, last_seqs }).await,
-            Self::Postgres(db) => db.insert_message_batch(&messages, &last_seqs).await,
+            Self::Sqlite(w) => {
+                let result = w.submit(Job::Insert { messages, last_seqs });
+                Box::pin(async move { result?.await.map_err(|_| stopped())? })
+            }
+            Self::Postgres(db) => {
+                let db = db.clone();
+                let task = tokio::spawn(async move { db.insert_message_batch(&messages, &last_seqs).await });
+                Box::pin(async move {
+                    task.await
+                        .map_err(|e| StoreError::Io(std::io::Error::other(format!("the batch's task failed: {e}"))))?
+                })
+            }
         }
     }
 
@@ -61,6 +83,10 @@ impl MessageWriter {
             Self::Postgres(_) => Ok(()),
         }
     }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Io(std::io::Error::other("the SQLite writer thread stopped"))
 }
 
 enum Job {
@@ -97,10 +123,14 @@ impl SqliteWriter {
     }
 
     async fn call(&self, job: Job) -> StoreResult<()> {
+        self.submit(job)?.await.map_err(|_| stopped())?
+    }
+
+    /// Hands a job to the thread; the receiver gets its outcome.
+    fn submit(&self, job: Job) -> StoreResult<oneshot::Receiver<StoreResult<()>>> {
         let (done, result) = oneshot::channel();
-        let stopped = || StoreError::Io(std::io::Error::other("the SQLite writer thread stopped"));
         self.jobs.as_ref().ok_or_else(stopped)?.send((job, done)).map_err(|_| stopped())?;
-        result.await.map_err(|_| stopped())?
+        Ok(result)
     }
 }
 
