@@ -174,10 +174,15 @@ async fn run(
         steady.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
     );
     if std::env::args().any(|a| a == "--per-second") {
+        // One pass into per-second buckets (not one scan of every latency per second).
         let seconds = all.iter().map(|(_, s, _)| *s).max().unwrap_or(0);
-        for second in 0..=seconds {
-            let mut sent_then: Vec<Duration> =
-                all.iter().filter(|(_, s, _)| *s == second).map(|(_, _, l)| *l).collect();
+        let mut buckets: Vec<Vec<Duration>> = vec![Vec::new(); usize::try_from(seconds)? + 1];
+        for (_, s, l) in &all {
+            if let Some(b) = usize::try_from(*s).ok().and_then(|s| buckets.get_mut(s)) {
+                b.push(*l);
+            }
+        }
+        for (second, mut sent_then) in buckets.into_iter().enumerate() {
             sent_then.sort_unstable();
             println!(
                 "  sent in second {second}: {} acks, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
