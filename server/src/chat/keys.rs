@@ -543,7 +543,8 @@ mod tests {
         let (db, user, room) = setup(dir.path()).await?;
         let mut index = KeyIndex::load(&db, KeyStore::open(&db).await?).await?;
         let mut n = 0;
-        for (last, next) in [(3_000, 6_000), (6_000, 9_000), (40_000, 40_500), (EPOCH_KEYS, EPOCH_KEYS + EPOCH_OVERSHOOT)]
+        for (last, next) in
+            [(3_000, 6_000), (6_000, 9_000), (40_000, 40_500), (EPOCH_KEYS, EPOCH_KEYS + EPOCH_OVERSHOOT)]
         {
             for _ in 0..last {
                 index.committed(user, &key(room, n));
