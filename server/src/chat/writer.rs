@@ -159,6 +159,9 @@ struct Batch {
     keys: Vec<(Uuid, String)>,
     /// When its first message was taken.
     opened: Option<tokio::time::Instant>,
+    /// Its messages' `created_at` (ms): one per batch, as one transaction stores them, taken
+    /// when its first message is.
+    created_at: Option<i64>,
 }
 
 impl Batch {
@@ -447,7 +450,7 @@ impl Writer {
         }
 
         // 2. Seqs, ids and sealing for the new ones; retries point at their original.
-        let now = now_ms();
+        let now = *self.next.created_at.get_or_insert_with(now_ms);
         let next = &mut self.next;
         for (m, known) in chunk.into_iter().zip(known) {
             if let Some(cmid) = m.client_msg_id.as_deref() {
