@@ -157,11 +157,16 @@ struct Batch {
     touched: HashMap<Uuid, i64>,
     /// The idempotency keys it stores: in the writer's `pending` until it commits.
     keys: Vec<(Uuid, String)>,
-    /// When its first message was taken.
-    opened: Option<tokio::time::Instant>,
-    /// Its messages' `created_at` (ms): one per batch, as one transaction stores them, taken
-    /// when its first message is.
-    created_at: Option<i64>,
+    /// Set when its first message is taken.
+    opened: Option<Opened>,
+}
+
+/// When a batch's first message was taken.
+#[derive(Clone, Copy)]
+struct Opened {
+    at: tokio::time::Instant,
+    /// Its messages' `created_at` (ms): one per batch, as one transaction stores them.
+    created_at: i64,
 }
 
 impl Batch {
@@ -171,7 +176,7 @@ impl Batch {
 
     /// When a commit window keeps it open, until then.
     fn open_until(&self, window: Duration) -> Option<tokio::time::Instant> {
-        self.opened.map(|at| at + window).filter(|at| !window.is_zero() && *at > tokio::time::Instant::now())
+        self.opened.map(|o| o.at + window).filter(|at| !window.is_zero() && *at > tokio::time::Instant::now())
     }
 
     /// Every message fails with `unavailable`.
@@ -179,9 +184,7 @@ impl Batch {
         if self.results.is_empty() {
             return Vec::new();
         }
-        vec![FanOut::Failed(
-            self.results.into_iter().map(|(outgoing, _)| Failed { outgoing, error: ChatError::Unavailable }).collect(),
-        )]
+        vec![FanOut::Failed(fail_all(self.results.into_iter().map(|(outgoing, _)| outgoing)))]
     }
 }
 
@@ -388,7 +391,7 @@ impl Writer {
         } else {
             if count > 0 {
                 if let Some(opened) = batch.opened {
-                    metrics::histogram!("landworld_chat_commit_seconds").record(opened.elapsed().as_secs_f64());
+                    metrics::histogram!("landworld_chat_commit_seconds").record(opened.at.elapsed().as_secs_f64());
                 }
                 metrics::counter!("landworld_chat_messages_stored_total").increment(count as u64);
             }
@@ -425,7 +428,11 @@ impl Writer {
         if chunk.is_empty() {
             return true;
         }
-        self.next.opened.get_or_insert_with(tokio::time::Instant::now);
+        let now = self
+            .next
+            .opened
+            .get_or_insert_with(|| Opened { at: tokio::time::Instant::now(), created_at: now_ms() })
+            .created_at;
         // 1. Idempotency: what memory knows of each key, once; keys the filter may have seen
         //    (retries, and a rare false positive) are looked up in one query; every other key
         //    is new.
@@ -450,7 +457,6 @@ impl Writer {
         }
 
         // 2. Seqs, ids and sealing for the new ones; retries point at their original.
-        let now = *self.next.created_at.get_or_insert_with(now_ms);
         let next = &mut self.next;
         for (m, known) in chunk.into_iter().zip(known) {
             if let Some(cmid) = m.client_msg_id.as_deref() {
@@ -539,7 +545,7 @@ async fn lookup(
         .collect())
 }
 
-fn fail_all(batch: Vec<Outgoing>) -> Vec<Failed> {
+fn fail_all(batch: impl IntoIterator<Item = Outgoing>) -> Vec<Failed> {
     batch.into_iter().map(|outgoing| Failed { outgoing, error: ChatError::Unavailable }).collect()
 }
 
