@@ -459,11 +459,12 @@ impl Writer {
         // 2. Seqs, ids and sealing for the new ones; retries point at their original.
         let next = &mut self.next;
         for (m, known) in chunk.into_iter().zip(known) {
-            if let Some(cmid) = m.client_msg_id.as_deref() {
-                let key = (m.sender_id, cmid.to_string());
+            // The key, built once: looked up here, kept in `pending` and the batch below.
+            let key = m.client_msg_id.clone().map(|cmid| (m.sender_id, cmid));
+            if let Some(key) = &key {
                 let prior = match known {
                     Some(Known::Stored(c)) => Some(c),
-                    _ => self.pending.get(&key).or_else(|| found.get(&key)).cloned(),
+                    _ => self.pending.get(key).or_else(|| found.get(key)).cloned(),
                 };
                 if let Some(c) = prior {
                     next.results.push((m, Ok((c, false))));
@@ -491,8 +492,7 @@ impl Writer {
                 created_at: now,
                 client_msg_id: m.client_msg_id.clone(),
             };
-            if let Some(cmid) = &m.client_msg_id {
-                let key = (m.sender_id, cmid.clone());
+            if let Some(key) = key {
                 self.pending.insert(key.clone(), committed.clone());
                 next.keys.push(key);
             }
