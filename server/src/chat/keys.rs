@@ -6,21 +6,23 @@
 //! writes and fsyncs each of them to the log (measured: 0.67 log pages per message instead of
 //! 0.14, docs/performance.md). Instead the writer keeps the keys it committed in memory, in
 //! *epochs*, and a merge task writes each finished epoch into the key store
-//! ([`crate::store::keys`]) sorted by key, beside the message commits:
+//! ([`crate::store::keys`]) as a new sorted run, beside the message commits; the store compacts
+//! its runs in the background:
 //!
 //! - **Current epoch**: keys committed since the last freeze, in a hash table (exact).
 //! - **Frozen epoch**: the previous epoch (at most [`EPOCH_AGE`] or [`EPOCH_KEYS`]), being
-//!   merged. With its last slice the merge moves the per-session marks: every key of a message
-//!   with a seq up to its session's mark is in the store. The writer drops the epoch only after
-//!   that commit, so a key is always in memory, in the store, or both.
+//!   merged into a run of its own, in slices, in key order. The run goes live together with the
+//!   per-session marks it moves: every key of a message with a seq up to its session's mark is
+//!   in the store. The writer drops the epoch only after that commit, so a key is always in
+//!   memory, in the store, or both.
 //! - **Filter**: a Bloom filter of every key stored. A key it has never seen is new for certain,
 //!   which is nearly every key; only a key it may have seen (a retry, or one in a thousand new
 //!   ones) is looked up in the store, after the two epochs.
 //!
 //! On start, keys of messages past their session's mark (committed after the last merge, or all
 //! of them on a new or lost key store) are read back from `messages` and merged before the
-//! server takes messages; then the filter is filled from the store. A merge redone after a crash
-//! skips keys already there.
+//! server takes messages; then the filter is filled from the store. A merge cut short leaves a
+//! run that never went live, dropped at the next start, and is redone.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -214,7 +216,7 @@ pub enum Known {
     Stored(Committed),
     /// Never stored.
     New,
-    /// Perhaps stored: look it up in `message_keys`.
+    /// Perhaps stored: look it up in the key store.
     Maybe,
 }
 
@@ -256,7 +258,7 @@ impl KeyIndex {
                 mark = upto;
             }
         }
-        let stored = store.count().await?;
+        let stored = store.keys().await;
         let mut filter = Filter::new(usize::try_from(stored).unwrap_or(0) * 2);
         let merged = store.each(|sender, cmid| filter.insert(sender, cmid)).await?;
         tracing::info!(
@@ -376,8 +378,9 @@ impl KeyIndex {
     }
 }
 
-/// Sorts the epoch's keys and writes them, in transactions of [`SLICE`] keys; the last
-/// one moves the marks. Runs beside the writer (sorting on a blocking thread).
+/// Sorts the epoch's keys and writes them as a new run of the key store, in transactions of
+/// [`SLICE`] keys; the run goes live with the marks. Runs beside the writer (sorting on a
+/// blocking thread), then starts a compaction of the store's runs if one is due.
 fn spawn_merge(store: KeyStore, epoch: Arc<Epoch>, after_failure: bool) -> oneshot::Receiver<StoreResult<()>> {
     let (tx, rx) = oneshot::channel();
     tokio::spawn(async move {
@@ -406,22 +409,44 @@ fn spawn_merge(store: KeyStore, epoch: Arc<Epoch>, after_failure: bool) -> onesh
 
 async fn merge_sorted(store: &KeyStore, epoch: &Epoch, order: &[u32]) -> StoreResult<()> {
     let marks: Vec<(Uuid, i64)> = epoch.marks.iter().map(|(k, v)| (*k, *v)).collect();
-    let mut slices = order.chunks(SLICE).peekable();
-    if slices.peek().is_none() {
+    if order.is_empty() {
         return store.merge(&[], &marks).await;
     }
+    let run = store.begin_run().await?;
+    let filled = fill_paced(store, run, epoch, order).await;
+    let finished = match filled {
+        Ok(keys) => store.finish_run(run, keys, &marks).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = finished {
+        store.abandon_run(run).await;
+        return Err(e);
+    }
+    // The merge is done (the writer may drop the epoch); compacting the runs is not its wait.
+    let store = store.clone();
+    tokio::spawn(async move {
+        if let Err(e) = store.compact().await {
+            tracing::warn!(error = %e, "compacting idempotency key runs failed; retrying after the next merge");
+        }
+    });
+    Ok(())
+}
+
+/// Fills the epoch's run in transactions of [`SLICE`] keys, in key order; returns how many.
+async fn fill_paced(store: &KeyStore, run: i64, epoch: &Epoch, order: &[u32]) -> StoreResult<i64> {
+    let mut keys = 0;
+    let mut slices = order.chunks(SLICE).peekable();
     while let Some(slice) = slices.next() {
         let started = std::time::Instant::now();
         let rows: Vec<KeyRow<'_>> = slice.iter().map(|&i| epoch.entries[i as usize].row()).collect();
-        let last = slices.peek().is_none();
-        store.merge(&rows, if last { &marks } else { &[] }).await?;
-        if !last {
+        keys += store.fill_run(run, &rows).await?;
+        if slices.peek().is_some() {
             // Paced: as long a pause as the slice took, so the merge never holds a core the
             // message commits need for long (it still finishes well within an epoch).
             tokio::time::sleep(started.elapsed()).await;
         }
     }
-    Ok(())
+    Ok(keys)
 }
 
 #[cfg(test)]

@@ -115,7 +115,7 @@ pub enum WriterMsg {
     Send(Outgoing),
     /// Answered once everything queued before it is committed and handed to the fan-out.
     Flush(oneshot::Sender<()>),
-    /// Like `Flush`, and answered once every key in memory is merged into `message_keys`
+    /// Like `Flush`, and answered once every key in memory is merged into the key store
     /// (shutdown).
     MergeKeys(oneshot::Sender<()>),
 }

@@ -1,16 +1,34 @@
 //! The key store: every stored message's idempotency key `(client_msg_id, sender)`, with the
 //! message it stored, and per session the seq up to which every message's key is here (its
-//! *mark*). It is written only in sorted batches by the chat writer's merges
-//! ([`crate::chat::keys`]) and everything in it can be rebuilt from `messages`.
+//! *mark*). It is written only by the chat writer's merges ([`crate::chat::keys`]) and
+//! everything in it can be rebuilt from `messages`.
 //!
-//! On PostgreSQL it is two tables of the database itself (migrations/postgres/0003), written on
-//! pooled connections beside the writer's. SQLite has one writer per file, so there it is a file
-//! of its own next to the database (`<name>-keys.db`, migrations/sqlite-keys): merges run beside
-//! the message commits instead of queueing behind them, and it is never fsynced while the server
-//! runs (see [`KeyStore::open`] for why that is safe).
+//! **Sorted runs.** The keys are random, so one table keyed by them takes each merge's keys all
+//! over its tree: once the table is much larger than a merge, every key dirties a page of its
+//! own, and the merges' cost grows with the store (at 50,000 keys/s: 0.8 s of CPU per 10 s
+//! after 10 s, 4.4 s after a minute, on track to fall behind within two; docs/performance.md,
+//! "Idempotency keys in sorted runs"). So the store is a log-structured merge tree made of
+//! tables: each merge writes a new *run*, a table of its own (`message_key_run_<n>`) filled in
+//! key order, which appends, each page written about once; and once [`FANIN`] runs of one size
+//! tier are live, a compaction merges them, in key order, into one run of the next tier. A key is
+//! rewritten about once per tier (a handful in all), always sequentially, and the cost per key
+//! stays flat however large the store grows. A lookup reads every live run (a few dozen at most,
+//! each probed by its primary key, in one query); lookups are rare, as the writer's Bloom filter
+//! rules out nearly every new key. `message_key_runs` lists the live runs: a run goes live (and
+//! the runs it replaces go) in one transaction, and a run table not in the list is dropped at
+//! the next open.
+//!
+//! On PostgreSQL the runs are tables of the database itself (migrations/postgres/0003, 0004),
+//! written on pooled connections beside the writer's. SQLite has one writer per file, so there
+//! they live in a file of their own next to the database (`<name>-keys.db`,
+//! migrations/sqlite-keys): merges run beside the message commits instead of queueing behind
+//! them, and it is never fsynced while the server runs (see [`KeyStore::open`] for why that is
+//! safe).
 
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -49,9 +67,59 @@ pub struct StoredKey {
     pub message_id: Uuid,
 }
 
+/// A sorted run of the key store: a table of its own, `message_key_run_<id>`, and how many keys
+/// it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Run {
+    pub id: i64,
+    pub keys: i64,
+}
+
+/// Runs are compacted once this many of one tier are live; a run's tier is `log_FANIN(keys)`.
+/// So a key is rewritten about once per tier it climbs (at 50,000 keys/s: 1 s epochs of 50,000
+/// keys, then 800,000, then 12.8 M…), and a lookup probes at most `FANIN - 1` runs per tier.
+pub const FANIN: i64 = 16;
+/// Keys per compaction transaction (on average: slices are ranges of the hash space).
+const COMPACT_SLICE: i64 = 8192;
+
+fn tier(keys: i64) -> u32 {
+    if keys < FANIN { 0 } else { keys.ilog(FANIN) }
+}
+
+/// SQL text with a run's table name in it: the name is made of an integer of ours
+/// ([`run_table`]), nothing from outside.
+fn audited(sql: &str) -> sqlx::AssertSqlSafe<&str> {
+    sqlx::AssertSqlSafe(sql)
+}
+
+fn run_table(run: i64) -> String {
+    format!("message_key_run_{run}")
+}
+
+/// The `n` consecutive, inclusive ranges that split the key hashes (all of `i64`) evenly.
+fn hash_ranges(n: i64) -> impl Iterator<Item = (i64, i64)> {
+    let n = i128::from(n.max(1));
+    let span = 1i128 << 64;
+    let bound = move |i: i128| (i128::from(i64::MIN) + span * i / n) as i64;
+    (0..n).map(move |i| (bound(i), if i + 1 == n { i64::MAX } else { bound(i + 1) - 1 }))
+}
+
+/// The live runs, and the lock that keeps a compaction from dropping a run a lookup reads.
+#[derive(Debug)]
+struct Shared {
+    runs: tokio::sync::RwLock<Vec<Run>>,
+    next_run: AtomicI64,
+    /// Held by the compaction (one at a time) and by the retention purge.
+    maintenance: tokio::sync::Mutex<()>,
+    closing: AtomicBool,
+}
+
 /// Where the keys live: see the module documentation.
 #[derive(Clone, Debug)]
-pub struct KeyStore(Db);
+pub struct KeyStore {
+    db: Db,
+    shared: Arc<Shared>,
+}
 
 /// The key store file of an SQLite database file: `data/landworld.db` → `data/landworld-keys.db`.
 pub fn sqlite_key_path(db_file: &std::path::Path) -> PathBuf {
@@ -117,9 +185,11 @@ impl KeyStore {
     /// has it open, and a clean close (which fsyncs the file) records `clean`. A file left open
     /// by an earlier boot of the machine is deleted here, and the key store is rebuilt from
     /// `messages` ([`crate::chat::keys::KeyIndex::load`]).
+    ///
+    /// Run tables that are not live (a merge or a compaction cut short) are dropped.
     pub async fn open(db: &Db) -> StoreResult<Self> {
-        match db {
-            Db::Postgres(_) => Ok(Self(db.clone())),
+        let db = match db {
+            Db::Postgres(_) => db.clone(),
             Db::Sqlite(main) => {
                 let path = sqlite_key_path(main.connect_options().get_filename());
                 if !trustworthy(&path) {
@@ -141,33 +211,104 @@ impl KeyStore {
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Off)
                     .busy_timeout(super::SQLITE_BUSY_TIMEOUT);
-                let pool = SqlitePoolOptions::new().max_connections(2).min_connections(1).connect_with(opts).await?;
+                // One connection each for the writer's merge, a compaction and the writer's lookups,
+                // so a lookup never waits for a slice of either.
+                let pool = SqlitePoolOptions::new().max_connections(3).min_connections(1).connect_with(opts).await?;
                 SQLITE_KEY_MIGRATIONS.run(&pool).await?;
-                Ok(Self(Db::Sqlite(pool)))
+                Db::Sqlite(pool)
+            }
+        };
+        let runs: Vec<Run> = on_pool!(&db, |p| {
+            sqlx::query("SELECT run, keys FROM message_key_runs ORDER BY run")
+                .fetch_all(p)
+                .await?
+                .into_iter()
+                .map(|r| Ok(Run { id: r.try_get("run")?, keys: r.try_get("keys")? }))
+                .collect::<Result<Vec<_>, sqlx::Error>>()?
+        });
+        let list = match &db {
+            Db::Sqlite(_) => {
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'message\\_key\\_run\\_%' ESCAPE '\\'"
+            }
+            Db::Postgres(_) => {
+                "SELECT tablename::text AS name FROM pg_tables WHERE schemaname = current_schema() \
+                 AND tablename LIKE 'message\\_key\\_run\\_%' ESCAPE '\\'"
+            }
+        };
+        let tables: Vec<String> = on_pool!(&db, |p| {
+            sqlx::query(list)
+                .fetch_all(p)
+                .await?
+                .into_iter()
+                .map(|r| r.try_get("name"))
+                .collect::<Result<Vec<String>, sqlx::Error>>()?
+        });
+        let mut last = runs.iter().map(|r| r.id).max().unwrap_or(0);
+        for table in tables {
+            let Some(id) = table.strip_prefix("message_key_run_").and_then(|n| n.parse::<i64>().ok()) else {
+                continue;
+            };
+            last = last.max(id);
+            if !runs.iter().any(|r| r.id == id) {
+                tracing::info!(table, "dropping a key run that never went live");
+                on_pool!(&db, |p| {
+                    sqlx::query(audited(&format!("DROP TABLE {}", run_table(id)))).execute(p).await?;
+                });
             }
         }
+        Ok(Self {
+            db,
+            shared: Arc::new(Shared {
+                runs: tokio::sync::RwLock::new(runs),
+                next_run: AtomicI64::new(last + 1),
+                maintenance: tokio::sync::Mutex::new(()),
+                closing: AtomicBool::new(false),
+            }),
+        })
     }
 
-    /// Which of these `(sender, client_msg_id)` keys are stored, and the messages they stored.
+    /// The live runs, oldest first.
+    pub async fn runs(&self) -> Vec<Run> {
+        self.shared.runs.read().await.clone()
+    }
+
+    /// Keys in the live runs, as their catalog counts them.
+    pub async fn keys(&self) -> i64 {
+        self.shared.runs.read().await.iter().map(|r| r.keys).sum()
+    }
+
+    /// Which of these `(sender, client_msg_id)` keys are stored, and the messages they stored:
+    /// one query per chunk of keys, over every live run.
     pub async fn lookup(&self, keys: &[(Uuid, &str)]) -> StoreResult<Vec<StoredKey>> {
+        let runs = self.shared.runs.read().await;
         let mut found = Vec::new();
+        if runs.is_empty() {
+            return Ok(found);
+        }
         for chunk in fixed_chunks(keys) {
-            on_pool!(&self.0, |p| {
-                let mut qb = sqlx::QueryBuilder::new(
-                    "SELECT sender_id, client_msg_id, message_id FROM message_keys WHERE key_hash IN (",
-                );
-                let mut sep = qb.separated(", ");
-                for (sender, cmid) in chunk {
-                    sep.push_bind(key_hash(*sender, cmid));
+            on_pool!(&self.db, |p| {
+                let mut qb = sqlx::QueryBuilder::new("");
+                for (i, run) in runs.iter().enumerate() {
+                    if i > 0 {
+                        qb.push(" UNION ALL ");
+                    }
+                    qb.push(format_args!(
+                        "SELECT sender_id, client_msg_id, message_id FROM {} WHERE key_hash IN (",
+                        run_table(run.id)
+                    ));
+                    let mut sep = qb.separated(", ");
+                    for (sender, cmid) in chunk {
+                        sep.push_bind(key_hash(*sender, cmid));
+                    }
+                    qb.push(")");
                 }
-                qb.push(")");
                 for r in qb.build().fetch_all(p).await? {
                     let k = StoredKey {
                         sender_id: r.try_get("sender_id")?,
                         client_msg_id: r.try_get("client_msg_id")?,
                         message_id: r.try_get("message_id")?,
                     };
-                    if chunk.iter().any(|(s, c)| *s == k.sender_id && *c == k.client_msg_id) {
+                    if chunk.iter().any(|(s, c)| *s == k.sender_id && *c == k.client_msg_id) && !found.contains(&k) {
                         found.push(k);
                     }
                 }
@@ -178,7 +319,7 @@ impl KeyStore {
 
     /// Every session's mark.
     pub async fn marks(&self) -> StoreResult<Vec<(Uuid, i64)>> {
-        on_pool!(&self.0, |p| {
+        on_pool!(&self.db, |p| {
             let rows = sqlx::query("SELECT session_id, seq FROM message_keys_merged").fetch_all(p).await?;
             rows.into_iter()
                 .map(|r| Ok((r.try_get("session_id")?, r.try_get("seq")?)))
@@ -187,76 +328,279 @@ impl KeyStore {
         })
     }
 
+    /// Keys stored, counted row by row in every live run.
     pub async fn count(&self) -> StoreResult<i64> {
-        on_pool!(&self.0, |p| {
-            let row = sqlx::query("SELECT COUNT(*) AS n FROM message_keys").fetch_one(p).await?;
-            Ok(row.try_get("n")?)
-        })
+        let runs = self.shared.runs.read().await;
+        let mut n = 0;
+        for run in runs.iter() {
+            let sql = format!("SELECT COUNT(*) AS n FROM {}", run_table(run.id));
+            n += on_pool!(&self.db, |p| sqlx::query(audited(&sql)).fetch_one(p).await?.try_get::<i64, _>("n")?);
+        }
+        Ok(n)
     }
 
     /// Calls `visit` with every stored key, streamed; returns how many.
     pub async fn each(&self, mut visit: impl FnMut(Uuid, &str)) -> StoreResult<u64> {
         use futures_util::TryStreamExt;
+        let runs = self.shared.runs.read().await;
         let mut n = 0;
-        on_pool!(&self.0, |p| {
-            let mut rows = sqlx::query("SELECT sender_id, client_msg_id FROM message_keys").fetch(p);
-            while let Some(r) = rows.try_next().await? {
-                let sender: Uuid = r.try_get("sender_id")?;
-                let cmid: &str = r.try_get("client_msg_id")?;
-                visit(sender, cmid);
-                n += 1;
-            }
-        });
+        for run in runs.iter() {
+            let sql = format!("SELECT sender_id, client_msg_id FROM {}", run_table(run.id));
+            on_pool!(&self.db, |p| {
+                let mut rows = sqlx::query(audited(&sql)).fetch(p);
+                while let Some(r) = rows.try_next().await? {
+                    let sender: Uuid = r.try_get("sender_id")?;
+                    let cmid: &str = r.try_get("client_msg_id")?;
+                    visit(sender, cmid);
+                    n += 1;
+                }
+            });
+        }
         Ok(n)
     }
 
-    /// Writes keys (sorted by key, so they land on neighbouring pages) and moves the sessions'
-    /// marks forward, in one transaction. Keys already stored (a merge redone after a crash)
-    /// are skipped; marks never move back.
+    /// Writes keys as one new run and moves the sessions' marks forward (marks never move
+    /// back); with no keys, only the marks. At start-up ([`crate::chat::keys::KeyIndex::load`])
+    /// and in tests; the writer's merges fill a run in slices ([`Self::begin_run`]).
     pub async fn merge(&self, rows: &[KeyRow<'_>], marks: &[(Uuid, i64)]) -> StoreResult<()> {
-        on_pool!(&self.0, |p| {
+        if rows.is_empty() {
+            return on_pool!(&self.db, |p| {
+                let mut tx = p.begin().await?;
+                for (session, seq) in marks {
+                    sqlx::query(MOVE_MARK).bind(session).bind(seq).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            });
+        }
+        let run = self.begin_run().await?;
+        let keys = match self.fill_run(run, rows).await {
+            Ok(keys) => keys,
+            Err(e) => {
+                self.abandon_run(run).await;
+                return Err(e);
+            }
+        };
+        self.finish_run(run, keys, marks).await
+    }
+
+    /// Creates an empty run, not live yet: lookups do not see it until [`Self::finish_run`].
+    pub async fn begin_run(&self) -> StoreResult<i64> {
+        let run = self.shared.next_run.fetch_add(1, Ordering::Relaxed);
+        let ddl = match &self.db {
+            Db::Sqlite(_) => format!(
+                "CREATE TABLE {} (key_hash INTEGER NOT NULL, sender_id BLOB NOT NULL, client_msg_id TEXT NOT NULL, \
+                 message_id BLOB NOT NULL, PRIMARY KEY (key_hash, sender_id, client_msg_id)) WITHOUT ROWID",
+                run_table(run)
+            ),
+            Db::Postgres(_) => format!(
+                "CREATE TABLE {} (key_hash BIGINT NOT NULL, sender_id UUID NOT NULL, client_msg_id TEXT NOT NULL, \
+                 message_id UUID NOT NULL, PRIMARY KEY (key_hash, sender_id, client_msg_id))",
+                run_table(run)
+            ),
+        };
+        on_pool!(&self.db, |p| {
+            sqlx::query(audited(&ddl)).execute(p).await?;
+        });
+        Ok(run)
+    }
+
+    /// Adds keys to a run that is not live yet, in one transaction. Keys sorted by
+    /// `(key_hash, sender_id, client_msg_id)` and added in order are appended: each page of the
+    /// run is written about once. Returns how many were new to the run.
+    pub async fn fill_run(&self, run: i64, rows: &[KeyRow<'_>]) -> StoreResult<i64> {
+        let table = run_table(run);
+        let mut added = 0;
+        on_pool!(&self.db, |p| {
             let mut tx = p.begin().await?;
             for chunk in fixed_chunks(rows) {
-                let mut qb = sqlx::QueryBuilder::new(
-                    "INSERT INTO message_keys (key_hash, sender_id, client_msg_id, message_id) ",
-                );
+                let mut qb = sqlx::QueryBuilder::new(format!(
+                    "INSERT INTO {table} (key_hash, sender_id, client_msg_id, message_id) "
+                ));
                 qb.push_values(chunk, |mut b, k| {
                     b.push_bind(k.key_hash).push_bind(k.sender_id).push_bind(k.client_msg_id).push_bind(k.message_id);
                 });
                 qb.push(" ON CONFLICT (key_hash, sender_id, client_msg_id) DO NOTHING");
-                qb.build().execute(&mut *tx).await?;
-            }
-            for (session, seq) in marks {
-                sqlx::query(
-                    "INSERT INTO message_keys_merged (session_id, seq) VALUES ($1, $2) ON CONFLICT (session_id) \
-                     DO UPDATE SET seq = CASE WHEN excluded.seq > message_keys_merged.seq \
-                     THEN excluded.seq ELSE message_keys_merged.seq END",
-                )
-                .bind(session)
-                .bind(seq)
-                .execute(&mut *tx)
-                .await?;
+                added += qb.build().execute(&mut *tx).await?.rows_affected();
             }
             tx.commit().await?;
         });
+        Ok(i64::try_from(added).unwrap_or(i64::MAX))
+    }
+
+    /// Makes a run live and moves the sessions' marks, in one transaction: its keys and the
+    /// marks that say they are here appear together.
+    pub async fn finish_run(&self, run: i64, keys: i64, marks: &[(Uuid, i64)]) -> StoreResult<()> {
+        let mut runs = self.shared.runs.write().await;
+        on_pool!(&self.db, |p| {
+            let mut tx = p.begin().await?;
+            sqlx::query("INSERT INTO message_key_runs (run, keys) VALUES ($1, $2)")
+                .bind(run)
+                .bind(keys)
+                .execute(&mut *tx)
+                .await?;
+            for (session, seq) in marks {
+                sqlx::query(MOVE_MARK).bind(session).bind(seq).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        runs.push(Run { id: run, keys });
         Ok(())
+    }
+
+    /// Drops a run that will never go live (its merge failed); one left behind is dropped at
+    /// the next open.
+    pub async fn abandon_run(&self, run: i64) {
+        let sql = format!("DROP TABLE IF EXISTS {}", run_table(run));
+        let dropped: StoreResult<()> = async {
+            on_pool!(&self.db, |p| {
+                sqlx::query(audited(&sql)).execute(p).await?;
+            });
+            Ok(())
+        }
+        .await;
+        if let Err(e) = dropped {
+            tracing::warn!(error = %e, run, "dropping an abandoned key run failed; it is dropped at the next start");
+        }
+    }
+
+    /// The runs the next compaction merges: the oldest [`FANIN`] runs of the lowest tier that
+    /// has that many.
+    fn due(runs: &[Run]) -> Option<Vec<Run>> {
+        let mut tiers: std::collections::BTreeMap<u32, Vec<Run>> = std::collections::BTreeMap::new();
+        for run in runs {
+            tiers.entry(tier(run.keys)).or_default().push(*run);
+        }
+        tiers.into_values().find(|t| t.len() >= FANIN as usize).map(|mut t| {
+            t.sort_by_key(|r| r.id);
+            t.truncate(FANIN as usize);
+            t
+        })
+    }
+
+    /// Compacts while some tier holds [`FANIN`] runs: their keys are merged, in order, into one
+    /// new run, slice by slice (each slice a range of the hash space and a transaction of
+    /// about [`COMPACT_SLICE`] keys, followed by a pause as long as it took, so the compaction
+    /// never holds a core for long). The new run goes live and the old ones are dropped in one
+    /// transaction; until then lookups read the old ones. Returns how many compactions ran (0
+    /// when another one is running). Stops early, leaving its unfinished run to be dropped at
+    /// the next open, once [`Self::close`] is called.
+    pub async fn compact(&self) -> StoreResult<usize> {
+        let Ok(_maintenance) = self.shared.maintenance.try_lock() else { return Ok(0) };
+        let mut done = 0;
+        loop {
+            let Some(inputs) = Self::due(&self.shared.runs.read().await) else { return Ok(done) };
+            let run = self.begin_run().await?;
+            match self.compact_into(run, &inputs).await {
+                Ok(true) => done += 1,
+                Ok(false) => return Ok(done),
+                Err(e) => {
+                    self.abandon_run(run).await;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// One compaction of `inputs` into the new run `run`; false if the store is closing.
+    async fn compact_into(&self, run: i64, inputs: &[Run]) -> StoreResult<bool> {
+        let total: i64 = inputs.iter().map(|r| r.keys).sum();
+        let union = inputs
+            .iter()
+            .map(|r| {
+                format!(
+                    "SELECT key_hash, sender_id, client_msg_id, message_id FROM {} WHERE key_hash BETWEEN $1 AND $2",
+                    run_table(r.id)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
+        let slice = format!(
+            "INSERT INTO {} (key_hash, sender_id, client_msg_id, message_id) \
+             SELECT key_hash, sender_id, client_msg_id, message_id FROM ({union}) AS u WHERE true \
+             ORDER BY key_hash, sender_id, client_msg_id ON CONFLICT (key_hash, sender_id, client_msg_id) DO NOTHING",
+            run_table(run)
+        );
+        let mut keys = 0i64;
+        for (lo, hi) in hash_ranges(total / COMPACT_SLICE + 1) {
+            if self.shared.closing.load(Ordering::Relaxed) {
+                return Ok(false);
+            }
+            let started = std::time::Instant::now();
+            let added = on_pool!(&self.db, |p| sqlx::query(audited(&slice))
+                .bind(lo)
+                .bind(hi)
+                .execute(p)
+                .await?
+                .rows_affected());
+            keys += i64::try_from(added).unwrap_or(i64::MAX);
+            tokio::time::sleep(started.elapsed()).await;
+        }
+        let mut runs = self.shared.runs.write().await;
+        on_pool!(&self.db, |p| {
+            let mut tx = p.begin().await?;
+            sqlx::query("INSERT INTO message_key_runs (run, keys) VALUES ($1, $2)")
+                .bind(run)
+                .bind(keys)
+                .execute(&mut *tx)
+                .await?;
+            for input in inputs {
+                sqlx::query("DELETE FROM message_key_runs WHERE run = $1").bind(input.id).execute(&mut *tx).await?;
+                sqlx::query(audited(&format!("DROP TABLE {}", run_table(input.id)))).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        runs.retain(|r| !inputs.iter().any(|i| i.id == r.id));
+        runs.push(Run { id: run, keys });
+        metrics::counter!("landworld_chat_key_compactions_total").increment(1);
+        Ok(true)
     }
 
     /// Deletes the keys of messages created before `cutoff` (Unix ms; retention). Message ids
     /// are UUIDv7, time first, so the cutoff is an id: every id made before it sorts below it.
     /// (A key whose message is gone otherwise counts as not stored: see [`crate::chat::keys`].)
+    /// A run left empty is dropped. Waits for a running compaction.
     pub async fn purge_before(&self, cutoff: i64) -> StoreResult<u64> {
         let first_id = first_id_at(cutoff);
-        on_pool!(&self.0, |p| {
-            let done = sqlx::query("DELETE FROM message_keys WHERE message_id < $1").bind(first_id).execute(p).await?;
-            Ok(done.rows_affected())
-        })
+        let _maintenance = self.shared.maintenance.lock().await;
+        let mut runs = self.shared.runs.write().await;
+        let mut purged = 0u64;
+        for run in runs.iter_mut() {
+            let table = run_table(run.id);
+            let left = on_pool!(&self.db, |p| {
+                let mut tx = p.begin().await?;
+                let gone = sqlx::query(audited(&format!("DELETE FROM {table} WHERE message_id < $1")))
+                    .bind(first_id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                let left = (run.keys - i64::try_from(gone).unwrap_or(i64::MAX)).max(0);
+                if left == 0 {
+                    sqlx::query("DELETE FROM message_key_runs WHERE run = $1").bind(run.id).execute(&mut *tx).await?;
+                    sqlx::query(audited(&format!("DROP TABLE {table}"))).execute(&mut *tx).await?;
+                } else if gone > 0 {
+                    sqlx::query("UPDATE message_key_runs SET keys = $1 WHERE run = $2")
+                        .bind(left)
+                        .bind(run.id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                purged += gone;
+                left
+            });
+            run.keys = left;
+        }
+        runs.retain(|r| r.keys > 0);
+        Ok(purged)
     }
 
     /// SQLite: closes the file and marks it clean (see [`KeyStore::open`]). PostgreSQL: the
-    /// tables close with the database.
+    /// tables close with the database. A compaction under way stops after its slice.
     pub async fn close(&self) {
-        let Db::Sqlite(pool) = &self.0 else { return };
+        self.shared.closing.store(true, Ordering::Relaxed);
+        let _maintenance = self.shared.maintenance.lock().await;
+        let Db::Sqlite(pool) = &self.db else { return };
         let path = pool.connect_options().get_filename().to_path_buf();
         if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(pool).await {
             tracing::warn!(error = %e, "checkpointing the key store at close failed");
@@ -271,6 +615,11 @@ impl KeyStore {
         }
     }
 }
+
+/// Moves a session's mark forward (never back).
+const MOVE_MARK: &str = "INSERT INTO message_keys_merged (session_id, seq) VALUES ($1, $2) ON CONFLICT (session_id) \
+                         DO UPDATE SET seq = CASE WHEN excluded.seq > message_keys_merged.seq \
+                         THEN excluded.seq ELSE message_keys_merged.seq END";
 
 /// The lowest UUIDv7 of the millisecond `ms` (Unix).
 fn first_id_at(ms: i64) -> Uuid {
