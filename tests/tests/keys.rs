@@ -169,7 +169,26 @@ async fn runs_are_compacted_tier_by_tier_and_every_key_stays_found(backend: Back
         merge(&store, &batch, &[]).await?;
     }
     all_found(&store, &stored).await?;
+    // Lookups go on while the compaction runs, and find every key throughout: through its
+    // slices, the swap of the runs and the drop of the old tables.
+    let compacted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let looking = {
+        let (store, compacted) = (store.clone(), compacted.clone());
+        let sample: Vec<Key> =
+            stored.iter().step_by(53).map(|k| keys_like(std::slice::from_ref(k)).remove(0)).collect();
+        tokio::spawn(async move {
+            let mut rounds = 0;
+            while !compacted.load(std::sync::atomic::Ordering::Relaxed) || rounds == 0 {
+                all_found(&store, &sample).await?;
+                rounds += 1;
+            }
+            anyhow::Ok(rounds)
+        })
+    };
     ensure!(store.compact().await? == 1);
+    compacted.store(true, std::sync::atomic::Ordering::Relaxed);
+    let rounds = looking.await??;
+    ensure!(rounds > 0);
     let runs = store.runs().await;
     ensure!(runs.len() == 1 && runs[0].keys == 1_500 + 15 * 1_600, "{runs:?}");
     ensure!(store.count().await? == runs[0].keys);

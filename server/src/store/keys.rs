@@ -431,7 +431,6 @@ impl KeyStore {
     /// Makes a run live and moves the sessions' marks, in one transaction: its keys and the
     /// marks that say they are here appear together.
     pub async fn finish_run(&self, run: i64, keys: i64, marks: &[(Uuid, i64)]) -> StoreResult<()> {
-        let mut runs = self.shared.runs.write().await;
         on_pool!(&self.db, |p| {
             let mut tx = p.begin().await?;
             sqlx::query("INSERT INTO message_key_runs (run, keys) VALUES ($1, $2)")
@@ -444,12 +443,13 @@ impl KeyStore {
             }
             tx.commit().await?;
         });
-        runs.push(Run { id: run, keys });
+        // Lookups read it from here on; until then its keys are still in the writer's memory.
+        self.shared.runs.write().await.push(Run { id: run, keys });
         Ok(())
     }
 
-    /// Drops a run that will never go live (its merge failed); one left behind is dropped at
-    /// the next open.
+    /// Drops a run's table: one that will never go live (its merge failed), or one no longer
+    /// live (compacted, or purged empty). One left behind is dropped at the next open.
     pub async fn abandon_run(&self, run: i64) {
         let sql = format!("DROP TABLE IF EXISTS {}", run_table(run));
         let dropped: StoreResult<()> = async {
@@ -460,7 +460,7 @@ impl KeyStore {
         }
         .await;
         if let Err(e) = dropped {
-            tracing::warn!(error = %e, run, "dropping an abandoned key run failed; it is dropped at the next start");
+            tracing::warn!(error = %e, run, "dropping a key run table failed; it is dropped at the next start");
         }
     }
 
@@ -489,6 +489,9 @@ impl KeyStore {
         let Ok(_maintenance) = self.shared.maintenance.try_lock() else { return Ok(0) };
         let mut done = 0;
         loop {
+            if self.shared.closing.load(Ordering::Relaxed) {
+                return Ok(done);
+            }
             let Some(inputs) = Self::due(&self.shared.runs.read().await) else { return Ok(done) };
             let run = self.begin_run().await?;
             match self.compact_into(run, &inputs).await {
@@ -536,7 +539,9 @@ impl KeyStore {
             keys += i64::try_from(added).unwrap_or(i64::MAX);
             tokio::time::sleep(started.elapsed()).await;
         }
-        let mut runs = self.shared.runs.write().await;
+        // The new run replaces the old ones in the catalog, then for lookups; the old tables are
+        // dropped once no lookup can be reading them (the write lock waits for those under way).
+        // A crash in between leaves them to the next open.
         on_pool!(&self.db, |p| {
             let mut tx = p.begin().await?;
             sqlx::query("INSERT INTO message_key_runs (run, keys) VALUES ($1, $2)")
@@ -546,12 +551,17 @@ impl KeyStore {
                 .await?;
             for input in inputs {
                 sqlx::query("DELETE FROM message_key_runs WHERE run = $1").bind(input.id).execute(&mut *tx).await?;
-                sqlx::query(audited(&format!("DROP TABLE {}", run_table(input.id)))).execute(&mut *tx).await?;
             }
             tx.commit().await?;
         });
-        runs.retain(|r| !inputs.iter().any(|i| i.id == r.id));
-        runs.push(Run { id: run, keys });
+        {
+            let mut runs = self.shared.runs.write().await;
+            runs.retain(|r| !inputs.iter().any(|i| i.id == r.id));
+            runs.push(Run { id: run, keys });
+        }
+        for input in inputs {
+            self.abandon_run(input.id).await;
+        }
         metrics::counter!("landworld_chat_key_compactions_total").increment(1);
         Ok(true)
     }
@@ -563,35 +573,49 @@ impl KeyStore {
     pub async fn purge_before(&self, cutoff: i64) -> StoreResult<u64> {
         let first_id = first_id_at(cutoff);
         let _maintenance = self.shared.maintenance.lock().await;
-        let mut runs = self.shared.runs.write().await;
+        // Runs only come (merges) while the maintenance lock is held, never go: the snapshot's
+        // tables all exist, and lookups read them beside the deletes.
         let mut purged = 0u64;
-        for run in runs.iter_mut() {
+        let mut left = Vec::new();
+        for run in self.runs().await {
             let table = run_table(run.id);
-            let left = on_pool!(&self.db, |p| {
+            let keys = on_pool!(&self.db, |p| {
                 let mut tx = p.begin().await?;
                 let gone = sqlx::query(audited(&format!("DELETE FROM {table} WHERE message_id < $1")))
                     .bind(first_id)
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
-                let left = (run.keys - i64::try_from(gone).unwrap_or(i64::MAX)).max(0);
-                if left == 0 {
+                let keys = (run.keys - i64::try_from(gone).unwrap_or(i64::MAX)).max(0);
+                if keys == 0 {
                     sqlx::query("DELETE FROM message_key_runs WHERE run = $1").bind(run.id).execute(&mut *tx).await?;
-                    sqlx::query(audited(&format!("DROP TABLE {table}"))).execute(&mut *tx).await?;
                 } else if gone > 0 {
                     sqlx::query("UPDATE message_key_runs SET keys = $1 WHERE run = $2")
-                        .bind(left)
+                        .bind(keys)
                         .bind(run.id)
                         .execute(&mut *tx)
                         .await?;
                 }
                 tx.commit().await?;
                 purged += gone;
-                left
+                keys
             });
-            run.keys = left;
+            left.push((run.id, keys));
         }
-        runs.retain(|r| r.keys > 0);
+        {
+            let mut runs = self.shared.runs.write().await;
+            for r in runs.iter_mut() {
+                if let Some((_, keys)) = left.iter().find(|(id, _)| *id == r.id) {
+                    r.keys = *keys;
+                }
+            }
+            runs.retain(|r| r.keys > 0);
+        }
+        for (id, keys) in left {
+            if keys == 0 {
+                self.abandon_run(id).await;
+            }
+        }
         Ok(purged)
     }
 
