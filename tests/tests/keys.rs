@@ -276,6 +276,87 @@ async fn the_purge_reaches_every_run_and_drops_empty_ones(backend: Backend) -> R
     Ok(())
 }
 
+/// More live runs than one lookup query reads (64): lookups of one key and of a full chunk of
+/// keys find every key, wherever it is.
+async fn lookups_read_every_run_however_many(backend: Backend) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let Some(db) = database(backend, dir.path()).await? else { return Ok(()) };
+    let store = KeyStore::open(&db).await?;
+    let sender = Uuid::new_v4();
+    let mut stored = Vec::new();
+    for r in 0..70 {
+        let batch = keys(sender, &format!("r{r}-"), 4, 1_000);
+        merge(&store, &batch, &[]).await?;
+        stored.extend(batch);
+    }
+    ensure!(store.runs().await.len() == 70, "no compaction unless asked");
+    all_found(&store, &stored).await?;
+    for k in stored.iter().step_by(7) {
+        let found = store.lookup(&[(k.sender, k.cmid.as_str())]).await?;
+        ensure!(found.len() == 1 && found[0].message_id == k.message_id, "{}", k.cmid);
+    }
+    store.close().await;
+    db.close().await;
+    Ok(())
+}
+
+/// A live run whose table is gone (dropped behind the store's back): the next open forgets it
+/// and every mark, so the keys are read back from `messages`, and lookups work.
+async fn a_live_run_without_its_table_is_forgotten_with_the_marks(backend: Backend) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let Some(db) = database(backend, dir.path()).await? else { return Ok(()) };
+    let store = KeyStore::open(&db).await?;
+    let (sender, room) = (Uuid::new_v4(), Uuid::new_v4());
+    let kept = keys(sender, "kept-", 30, 1_000);
+    let lost = keys(sender, "lost-", 30, 1_000);
+    merge(&store, &kept, &[(room, 30)]).await?;
+    merge(&store, &lost, &[(room, 60)]).await?;
+    let runs = store.runs().await;
+    ensure!(runs.len() == 2);
+    store.close().await;
+    let drop_lost = format!("DROP TABLE message_key_run_{}", runs[1].id);
+    match &db {
+        Db::Sqlite(_) => {
+            let file = sqlite_key_path(&dir.path().join("k.db"));
+            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", file.display())).await?;
+            sqlx::query(sqlx::AssertSqlSafe(drop_lost)).execute(&pool).await?;
+            pool.close().await;
+        }
+        Db::Postgres(pool) => {
+            sqlx::query(sqlx::AssertSqlSafe(drop_lost)).execute(pool).await?;
+        }
+    }
+
+    let store = KeyStore::open(&db).await?;
+    ensure!(store.runs().await == runs[..1], "{:?}", store.runs().await);
+    ensure!(store.marks().await?.is_empty(), "every key is read back from messages");
+    all_found(&store, &kept).await?;
+    ensure!(store.lookup(&[(sender, "lost-3")]).await?.is_empty());
+    store.close().await;
+    db.close().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_lookups_read_every_run_however_many() -> Result<()> {
+    lookups_read_every_run_however_many(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_lookups_read_every_run_however_many() -> Result<()> {
+    lookups_read_every_run_however_many(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_live_run_without_its_table_is_forgotten_with_the_marks() -> Result<()> {
+    a_live_run_without_its_table_is_forgotten_with_the_marks(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_live_run_without_its_table_is_forgotten_with_the_marks() -> Result<()> {
+    a_live_run_without_its_table_is_forgotten_with_the_marks(Backend::Postgres).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_runs_are_compacted_tier_by_tier_and_every_key_stays_found() -> Result<()> {
     runs_are_compacted_tier_by_tier_and_every_key_stays_found(Backend::Sqlite).await

@@ -79,6 +79,10 @@ pub struct Run {
 /// So a key is rewritten about once per tier it climbs (at 50,000 keys/s: 1 s epochs of 50,000
 /// keys, then 800,000, then 12.8 M…), and a lookup probes at most `FANIN - 1` runs per tier.
 pub const FANIN: i64 = 16;
+/// Hashes bound in one lookup query at most…
+const LOOKUP_PARAMS: usize = 16_384;
+/// …and runs read by it.
+const LOOKUP_RUNS: usize = 64;
 /// Keys per compaction transaction (on average: slices are ranges of the hash space).
 const COMPACT_SLICE: i64 = 8192;
 
@@ -244,17 +248,35 @@ impl KeyStore {
                 .collect::<Result<Vec<String>, sqlx::Error>>()?
         });
         let mut last = runs.iter().map(|r| r.id).max().unwrap_or(0);
+        let mut ids = Vec::new();
         for table in tables {
             let Some(id) = table.strip_prefix("message_key_run_").and_then(|n| n.parse::<i64>().ok()) else {
                 continue;
             };
             last = last.max(id);
+            ids.push(id);
             if !runs.iter().any(|r| r.id == id) {
                 tracing::info!(table, "dropping a key run that never went live");
                 on_pool!(&db, |p| {
                     sqlx::query(audited(&format!("DROP TABLE {}", run_table(id)))).execute(p).await?;
                 });
             }
+        }
+        // A live run whose table is gone (dropped by hand, or a commit reported failed that went
+        // through): its keys are not here, but the marks say they are. Forget the run and every
+        // mark, so that the keys are read back from `messages` (a key stored twice is harmless:
+        // a compaction keeps it once).
+        let (runs, missing): (Vec<Run>, Vec<Run>) = runs.into_iter().partition(|r| ids.contains(&r.id));
+        if !missing.is_empty() {
+            tracing::warn!(runs = ?missing, "key runs without their tables: reading every key back from messages");
+            on_pool!(&db, |p| {
+                let mut tx = p.begin().await?;
+                for run in &missing {
+                    sqlx::query("DELETE FROM message_key_runs WHERE run = $1").bind(run.id).execute(&mut *tx).await?;
+                }
+                sqlx::query("DELETE FROM message_keys_merged").execute(&mut *tx).await?;
+                tx.commit().await?;
+            });
         }
         Ok(Self {
             db,
@@ -286,33 +308,39 @@ impl KeyStore {
             return Ok(found);
         }
         for chunk in fixed_chunks(keys) {
-            on_pool!(&self.db, |p| {
-                let mut qb = sqlx::QueryBuilder::new("");
-                for (i, run) in runs.iter().enumerate() {
-                    if i > 0 {
-                        qb.push(" UNION ALL ");
+            // At most LOOKUP_PARAMS hashes and LOOKUP_RUNS runs per query (SQLite allows
+            // 32,766 parameters and 500 terms of a compound SELECT).
+            let per_query = (LOOKUP_PARAMS / chunk.len()).clamp(1, LOOKUP_RUNS);
+            for group in runs.chunks(per_query) {
+                on_pool!(&self.db, |p| {
+                    let mut qb = sqlx::QueryBuilder::new("");
+                    for (i, run) in group.iter().enumerate() {
+                        if i > 0 {
+                            qb.push(" UNION ALL ");
+                        }
+                        qb.push(format_args!(
+                            "SELECT sender_id, client_msg_id, message_id FROM {} WHERE key_hash IN (",
+                            run_table(run.id)
+                        ));
+                        let mut sep = qb.separated(", ");
+                        for (sender, cmid) in chunk {
+                            sep.push_bind(key_hash(*sender, cmid));
+                        }
+                        qb.push(")");
                     }
-                    qb.push(format_args!(
-                        "SELECT sender_id, client_msg_id, message_id FROM {} WHERE key_hash IN (",
-                        run_table(run.id)
-                    ));
-                    let mut sep = qb.separated(", ");
-                    for (sender, cmid) in chunk {
-                        sep.push_bind(key_hash(*sender, cmid));
+                    for r in qb.build().fetch_all(p).await? {
+                        let k = StoredKey {
+                            sender_id: r.try_get("sender_id")?,
+                            client_msg_id: r.try_get("client_msg_id")?,
+                            message_id: r.try_get("message_id")?,
+                        };
+                        if chunk.iter().any(|(s, c)| *s == k.sender_id && *c == k.client_msg_id) && !found.contains(&k)
+                        {
+                            found.push(k);
+                        }
                     }
-                    qb.push(")");
-                }
-                for r in qb.build().fetch_all(p).await? {
-                    let k = StoredKey {
-                        sender_id: r.try_get("sender_id")?,
-                        client_msg_id: r.try_get("client_msg_id")?,
-                        message_id: r.try_get("message_id")?,
-                    };
-                    if chunk.iter().any(|(s, c)| *s == k.sender_id && *c == k.client_msg_id) && !found.contains(&k) {
-                        found.push(k);
-                    }
-                }
-            });
+                });
+            }
         }
         Ok(found)
     }
