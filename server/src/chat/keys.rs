@@ -267,6 +267,9 @@ impl KeyIndex {
             ms = started.elapsed().as_millis() as u64,
             "idempotency keys loaded"
         );
+        // Keys read back come as runs of `CATCH_UP` keys at most (a lost store: as many runs as
+        // there are messages over `CATCH_UP`): compact them now rather than after the first merge.
+        spawn_compaction(store.clone());
         Ok(Self {
             store,
             hasher: std::hash::RandomState::new(),
@@ -423,13 +426,17 @@ async fn merge_sorted(store: &KeyStore, epoch: &Epoch, order: &[u32]) -> StoreRe
         return Err(e);
     }
     // The merge is done (the writer may drop the epoch); compacting the runs is not its wait.
-    let store = store.clone();
+    spawn_compaction(store.clone());
+    Ok(())
+}
+
+/// Compacts the key store's runs beside everything else, if due (and none is under way).
+fn spawn_compaction(store: KeyStore) {
     tokio::spawn(async move {
         if let Err(e) = store.compact().await {
             tracing::warn!(error = %e, "compacting idempotency key runs failed; retrying after the next merge");
         }
     });
-    Ok(())
 }
 
 /// Fills the epoch's run in transactions of [`SLICE`] keys, in key order; returns how many.
