@@ -6,14 +6,14 @@
 //! **Sorted runs.** The keys are random, so one table keyed by them takes each merge's keys all
 //! over its tree: once the table is much larger than a merge, every key dirties a page of its
 //! own, and the merges' cost grows with the store (at 50,000 keys/s: 0.8 s of CPU per 10 s
-//! after 10 s, 4.4 s after a minute, on track to fall behind within two; docs/performance.md,
-//! "Idempotency keys in sorted runs"). So the store is a log-structured merge tree made of
+//! after 10 s, 4.4 s after a minute, 38% of a core after three, against the half core their
+//! pacing allows; docs/performance.md, "Idempotency keys in sorted runs"). So the store is a log-structured merge tree made of
 //! tables: each merge writes a new *run*, a table of its own (`message_key_run_<n>`) filled in
 //! key order, which appends, each page written about once; and once [`FANIN`] runs of one size
 //! tier are live, a compaction merges them, in key order, into one run of the next tier. A key is
 //! rewritten about once per tier (a handful in all), always sequentially, and the cost per key
 //! stays flat however large the store grows. A lookup reads every live run (a few dozen at most,
-//! each probed by its primary key, in one query); lookups are rare, as the writer's Bloom filter
+//! each probed by its primary key, up to 64 in one query); lookups are rare, as the writer's Bloom filter
 //! rules out nearly every new key. `message_key_runs` lists the live runs: a run goes live (and
 //! the runs it replaces go) in one transaction, and a run table not in the list is dropped at
 //! the next open.
