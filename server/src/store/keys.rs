@@ -509,8 +509,9 @@ impl KeyStore {
     /// Compacts while some tier holds [`FANIN`] runs: their keys are merged, in order, into one
     /// new run, slice by slice (each slice a range of the hash space and a transaction of
     /// about [`COMPACT_SLICE`] keys, followed by a pause as long as it took, so the compaction
-    /// never holds a core for long). The new run goes live and the old ones are dropped in one
-    /// transaction; until then lookups read the old ones. Returns how many compactions ran (0
+    /// never holds a core for long). The new run replaces the old ones in the catalog in one
+    /// transaction and then for lookups, which read the old ones until then; the old tables
+    /// are dropped after that. Returns how many compactions ran (0
     /// when another one is running). Stops early, leaving its unfinished run to be dropped at
     /// the next open, once [`Self::close`] is called.
     pub async fn compact(&self) -> StoreResult<usize> {
