@@ -415,16 +415,9 @@ async fn merge_sorted(store: &KeyStore, epoch: &Epoch, order: &[u32]) -> StoreRe
     if order.is_empty() {
         return store.merge(&[], &marks).await;
     }
-    let run = store.begin_run().await?;
-    let filled = fill_paced(store, run, epoch, order).await;
-    let finished = match filled {
-        Ok(keys) => store.finish_run(run, keys, &marks).await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = finished {
-        store.abandon_run(run).await;
-        return Err(e);
-    }
+    let slices: Vec<Vec<KeyRow<'_>>> =
+        order.chunks(SLICE).map(|slice| slice.iter().map(|&i| epoch.entries[i as usize].row()).collect()).collect();
+    store.add_run(slices, &marks, true).await?;
     // The merge is done (the writer may drop the epoch); compacting the runs is not its wait.
     spawn_compaction(store.clone());
     Ok(())
@@ -437,23 +430,6 @@ fn spawn_compaction(store: KeyStore) {
             tracing::warn!(error = %e, "compacting idempotency key runs failed; retrying after the next merge");
         }
     });
-}
-
-/// Fills the epoch's run in transactions of [`SLICE`] keys, in key order; returns how many.
-async fn fill_paced(store: &KeyStore, run: i64, epoch: &Epoch, order: &[u32]) -> StoreResult<i64> {
-    let mut keys = 0;
-    let mut slices = order.chunks(SLICE).peekable();
-    while let Some(slice) = slices.next() {
-        let started = std::time::Instant::now();
-        let rows: Vec<KeyRow<'_>> = slice.iter().map(|&i| epoch.entries[i as usize].row()).collect();
-        keys += store.fill_run(run, &rows).await?;
-        if slices.peek().is_some() {
-            // Paced: as long a pause as the slice took, so the merge never holds a core the
-            // message commits need for long (it still finishes well within an epoch).
-            tokio::time::sleep(started.elapsed()).await;
-        }
-    }
-    Ok(keys)
 }
 
 #[cfg(test)]

@@ -257,9 +257,7 @@ impl KeyStore {
             ids.push(id);
             if !runs.iter().any(|r| r.id == id) {
                 tracing::info!(table, "dropping a key run that never went live");
-                on_pool!(&db, |p| {
-                    sqlx::query(audited(&format!("DROP TABLE {}", run_table(id)))).execute(p).await?;
-                });
+                drop_run_table(&db, id).await?;
             }
         }
         // A live run whose table is gone (dropped by hand, or a commit reported failed that went
@@ -389,30 +387,47 @@ impl KeyStore {
 
     /// Writes keys as one new run and moves the sessions' marks forward (marks never move
     /// back); with no keys, only the marks. At start-up ([`crate::chat::keys::KeyIndex::load`])
-    /// and in tests; the writer's merges fill a run in slices ([`Self::begin_run`]).
+    /// and in tests; the writer's merges write theirs in slices ([`Self::add_run`]).
     pub async fn merge(&self, rows: &[KeyRow<'_>], marks: &[(Uuid, i64)]) -> StoreResult<()> {
         if rows.is_empty() {
-            return on_pool!(&self.db, |p| {
-                let mut tx = p.begin().await?;
-                for (session, seq) in marks {
-                    sqlx::query(MOVE_MARK).bind(session).bind(seq).execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
-                Ok(())
-            });
+            return self.go_live(None, &[], marks).await;
         }
-        let run = self.begin_run().await?;
-        let keys = match self.fill_run(run, rows).await {
-            Ok(keys) => keys,
-            Err(e) => {
-                self.abandon_run(run).await;
-                return Err(e);
-            }
-        };
-        self.finish_run(run, keys, marks).await
+        self.add_run(std::iter::once(rows.to_vec()), marks, false).await
     }
 
-    /// Creates an empty run, not live yet: lookups do not see it until [`Self::finish_run`].
+    /// Writes a new run, one transaction per slice (slices sorted by `(key_hash, sender_id,
+    /// client_msg_id)` and in order append), and makes it live with the marks
+    /// ([`Self::go_live`]). `paced`: after each slice but the last, a pause as long as it took,
+    /// so the run never holds a core the message commits need for long. If any step fails, the
+    /// run is dropped and nothing of it was live.
+    pub async fn add_run<'a>(
+        &self,
+        slices: impl IntoIterator<Item = Vec<KeyRow<'a>>>,
+        marks: &[(Uuid, i64)],
+        paced: bool,
+    ) -> StoreResult<()> {
+        let run = self.begin_run().await?;
+        let written = async {
+            let mut keys = 0;
+            let mut slices = slices.into_iter().peekable();
+            while let Some(rows) = slices.next() {
+                let started = std::time::Instant::now();
+                keys += self.fill_run(run, &rows).await?;
+                if paced && slices.peek().is_some() {
+                    tokio::time::sleep(started.elapsed()).await;
+                }
+            }
+            self.go_live(Some(Run { id: run, keys }), &[], marks).await
+        }
+        .await;
+        if written.is_err() {
+            self.abandon_run(run).await;
+        }
+        written
+    }
+
+    /// Creates an empty run, not live yet: lookups do not see it until it goes live
+    /// ([`Self::add_run`]).
     pub async fn begin_run(&self) -> StoreResult<i64> {
         let run = self.shared.next_run.fetch_add(1, Ordering::Relaxed);
         let ddl = match &self.db {
@@ -456,38 +471,46 @@ impl KeyStore {
         Ok(i64::try_from(added).unwrap_or(i64::MAX))
     }
 
-    /// Makes a run live and moves the sessions' marks, in one transaction: its keys and the
-    /// marks that say they are here appear together.
-    pub async fn finish_run(&self, run: i64, keys: i64, marks: &[(Uuid, i64)]) -> StoreResult<()> {
+    /// The catalog's one kind of change, in one transaction: `new` goes live, the runs it
+    /// `replaces` go, the sessions' marks move. So a run's keys and the marks that say they
+    /// are here appear together, and a compaction's run and its inputs never both count. Then
+    /// the same for lookups, which read the runs from memory (until then the old ones, or the
+    /// writer's memory for a new run's keys), and then the replaced runs' tables are dropped:
+    /// the write lock waits for the lookups under way, so none is reading them. A crash in
+    /// between leaves those tables to the next open.
+    async fn go_live(&self, new: Option<Run>, replaces: &[Run], marks: &[(Uuid, i64)]) -> StoreResult<()> {
         on_pool!(&self.db, |p| {
             let mut tx = p.begin().await?;
-            sqlx::query("INSERT INTO message_key_runs (run, keys) VALUES ($1, $2)")
-                .bind(run)
-                .bind(keys)
-                .execute(&mut *tx)
-                .await?;
+            if let Some(run) = new {
+                sqlx::query("INSERT INTO message_key_runs (run, keys) VALUES ($1, $2)")
+                    .bind(run.id)
+                    .bind(run.keys)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for old in replaces {
+                sqlx::query("DELETE FROM message_key_runs WHERE run = $1").bind(old.id).execute(&mut *tx).await?;
+            }
             for (session, seq) in marks {
                 sqlx::query(MOVE_MARK).bind(session).bind(seq).execute(&mut *tx).await?;
             }
             tx.commit().await?;
         });
-        // Lookups read it from here on; until then its keys are still in the writer's memory.
-        self.shared.runs.write().await.push(Run { id: run, keys });
+        if new.is_some() || !replaces.is_empty() {
+            let mut runs = self.shared.runs.write().await;
+            runs.retain(|r| !replaces.iter().any(|old| old.id == r.id));
+            runs.extend(new);
+        }
+        for old in replaces {
+            self.abandon_run(old.id).await;
+        }
         Ok(())
     }
 
     /// Drops a run's table: one that will never go live (its merge failed), or one no longer
     /// live (compacted, or purged empty). One left behind is dropped at the next open.
     pub async fn abandon_run(&self, run: i64) {
-        let sql = format!("DROP TABLE IF EXISTS {}", run_table(run));
-        let dropped: StoreResult<()> = async {
-            on_pool!(&self.db, |p| {
-                sqlx::query(audited(&sql)).execute(p).await?;
-            });
-            Ok(())
-        }
-        .await;
-        if let Err(e) = dropped {
+        if let Err(e) = drop_run_table(&self.db, run).await {
             tracing::warn!(error = %e, run, "dropping a key run table failed; it is dropped at the next start");
         }
     }
@@ -568,29 +591,7 @@ impl KeyStore {
             keys += i64::try_from(added).unwrap_or(i64::MAX);
             tokio::time::sleep(started.elapsed()).await;
         }
-        // The new run replaces the old ones in the catalog, then for lookups; the old tables are
-        // dropped once no lookup can be reading them (the write lock waits for those under way).
-        // A crash in between leaves them to the next open.
-        on_pool!(&self.db, |p| {
-            let mut tx = p.begin().await?;
-            sqlx::query("INSERT INTO message_key_runs (run, keys) VALUES ($1, $2)")
-                .bind(run)
-                .bind(keys)
-                .execute(&mut *tx)
-                .await?;
-            for input in inputs {
-                sqlx::query("DELETE FROM message_key_runs WHERE run = $1").bind(input.id).execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
-        });
-        {
-            let mut runs = self.shared.runs.write().await;
-            runs.retain(|r| !inputs.iter().any(|i| i.id == r.id));
-            runs.push(Run { id: run, keys });
-        }
-        for input in inputs {
-            self.abandon_run(input.id).await;
-        }
+        self.go_live(Some(Run { id: run, keys }), inputs, &[]).await?;
         metrics::counter!("landworld_chat_key_compactions_total").increment(1);
         Ok(true)
     }
@@ -667,6 +668,15 @@ impl KeyStore {
             Err(e) => tracing::warn!(error = %e, "marking the key store clean failed; it is rebuilt at the next start"),
         }
     }
+}
+
+/// Drops a run's table if it is there.
+async fn drop_run_table(db: &Db, run: i64) -> StoreResult<()> {
+    let sql = format!("DROP TABLE IF EXISTS {}", run_table(run));
+    on_pool!(db, |p| {
+        sqlx::query(audited(&sql)).execute(p).await?;
+    });
+    Ok(())
 }
 
 /// Moves a session's mark forward (never back).
